@@ -1,0 +1,1 @@
+"""The ``coopasd`` command line: one thin module per command."""

@@ -1,0 +1,111 @@
+"""Every setting as a frozen dataclass; TOML files and CLI flags land in the same objects.
+
+Unknown keys are an error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from coopasd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How clips are read."""
+
+    sample_rate: int = 16_000  # Hz; other rates are resampled
+    seconds: float = 2.0  # clip length after crop/tile (see coopasd.data.audio)
+    on_error: Literal["raise", "skip"] = "raise"  # bad clips: fail listing all, or skip and count
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The non-learned log-mel kNN floor."""
+
+    k: int = 1  # neighbours per bank
+    normalize: Literal["loo", "none"] = "loo"  # per-bank leave-one-out distance normalization
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The effective configuration of one run, written as RUN_DIR/config.toml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+
+def _check_value(section: str, name: str, value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise ConfigError(f"[{section}] {name} = {value!r}: expected one of {typing.get_args(annotation)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise ConfigError(f"[{section}] {name} = {value!r}: expected {annotation.__name__}")
+    if isinstance(annotation, type) and annotation is int and isinstance(value, bool):
+        raise ConfigError(f"[{section}] {name} = {value!r}: expected int")
+    return value
+
+
+def build(cls: type, values: dict[str, Any], section: str = "") -> Any:
+    """Make dataclass ``cls`` from a dict, recursing into nested dataclasses; unknown keys fail."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in [{section or 'top level'}]: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{name}] must be a table")
+            kwargs[name] = build(hint, value, name)
+        else:
+            kwargs[name] = _check_value(section, name, value, hint)
+    return cls(**kwargs)
+
+
+def load_run_config(path: Path | None) -> RunConfig:
+    """Read a TOML run config (sections as in :class:`RunConfig`); None gives the defaults."""
+    if path is None:
+        return RunConfig()
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: config file does not exist") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    try:
+        return build(RunConfig, values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def with_overrides(config: RunConfig, section: str, **values: Any) -> RunConfig:
+    """A copy of ``config`` with the non-None ``values`` set in ``section``."""
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return config
+    current = dataclasses.asdict(getattr(config, section))
+    current.update(values)
+    return dataclasses.replace(config, **{section: build(type(getattr(config, section)), current, section)})
+
+
+def to_toml(config: RunConfig) -> str:
+    return tomli_w.dumps(dataclasses.asdict(config))

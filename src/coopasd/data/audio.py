@@ -1,0 +1,130 @@
+"""Audio loading: any file soundfile reads -> mono float32 at the target rate, fixed length.
+
+Length rule (documented for users): a clip longer than ``seconds`` keeps its first
+``seconds`` (deterministic, like a stream that starts recording); a shorter clip is tiled
+(repeated end to start) up to ``seconds``, because zero padding would add silence that no
+normal machine makes and bias every log-mel statistic. ``seconds=None`` keeps native length.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from coopasd.errors import AudioError, BadClipsError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+OnError = Literal["raise", "skip"]
+
+
+def _check_wav_not_truncated(path: Path) -> None:
+    """libsndfile silently reads a cut-off WAV; compare the data chunk's declared size to the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+            if chunk_id == b"data":
+                if chunk_size != 0xFFFFFFFF and offset + 8 + chunk_size > size:
+                    raise AudioError(
+                        path,
+                        f"truncated WAV: header declares {chunk_size} data bytes, file holds {size - offset - 8}",
+                    )
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Read a file as float32 ``(samples, channels)`` and its rate, with a clear error per problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    _check_wav_not_truncated(path)
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as err:
+        raise AudioError(path, f"not a readable audio file ({err.error_string})") from err
+    except (RuntimeError, ValueError, OSError) as err:
+        raise AudioError(path, f"corrupt audio file ({err})") from err
+    if data.shape[0] == 0:
+        raise AudioError(path, "zero-length audio (no samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "audio contains NaN or infinite samples")
+    return data, int(rate)
+
+
+def fix_length(wave: np.ndarray, length: int) -> np.ndarray:
+    """Keep the first ``length`` samples, or tile a shorter clip up to ``length`` (see module doc)."""
+    if wave.shape[0] >= length:
+        return wave[:length]
+    reps = -(-length // wave.shape[0])
+    return np.tile(wave, reps)[:length]
+
+
+def load_audio(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float | None = None) -> np.ndarray:
+    """Load one clip as mono float32 ``(samples,)`` at ``sample_rate``; channels are averaged,
+    other rates are resampled with soxr (high quality), length fixed as the module doc says."""
+    data, rate = read_audio(path)
+    wave = data.mean(axis=1)
+    if rate != sample_rate:
+        wave = soxr.resample(wave, rate, sample_rate, quality="HQ").astype(np.float32)
+    if seconds is not None:
+        wave = fix_length(wave, int(round(seconds * sample_rate)))
+    if float(np.abs(wave).max()) == 0.0:
+        log.warning("%s: audio is pure digital silence", path)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+@dataclass
+class LoadedClips:
+    """Waveforms of the clips that loaded, ``(n, samples)``, and the ones that did not."""
+
+    waves: np.ndarray
+    paths: list[Path]
+    skipped: list[AudioError] = field(default_factory=list)
+
+
+def load_many(
+    paths: Sequence[Path],
+    sample_rate: int = SAMPLE_RATE,
+    seconds: float = 2.0,
+    on_error: OnError = "raise",
+    progress: Callable[[int], None] | None = None,
+) -> LoadedClips:
+    """Load clips to one array. ``on_error="raise"`` reads every file first and then raises one
+    :class:`BadClipsError` listing all bad files; ``"skip"`` drops them with a logged warning and
+    keeps them in ``skipped`` for the run summary."""
+    waves: list[np.ndarray] = []
+    kept: list[Path] = []
+    errors: list[AudioError] = []
+    for path in paths:
+        try:
+            waves.append(load_audio(path, sample_rate, seconds))
+            kept.append(Path(path))
+        except AudioError as err:
+            errors.append(err)
+        if progress:
+            progress(1)
+    if errors and on_error == "raise":
+        raise BadClipsError(errors)
+    for err in errors:
+        log.warning("skipping bad clip %s", err)
+    length = int(round(seconds * sample_rate))
+    array = np.stack(waves) if waves else np.zeros((0, length), np.float32)
+    return LoadedClips(array, kept, errors)

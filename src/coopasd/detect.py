@@ -1,0 +1,146 @@
+"""k-nearest-neighbour anomaly detector over a factory's normal embeddings.
+
+Two memory banks per machine type and section: the source-domain and the target-domain
+normal training clips. A clip's distance to a bank is the mean distance to its k nearest
+members. By default each bank's distances are divided by that bank's typical leave-one-out
+distance among its own members (no test statistics: one new clip can be scored alone), and
+the anomaly score is the minimum over the two banks.
+
+Decision threshold: a gamma distribution fitted to the leave-one-out scores of the normal
+training clips, cut at its ``threshold_quantile`` (0.9 by default, the DCASE baseline's rule);
+the empirical quantile is used where the fit fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.stats
+import torch
+
+log = logging.getLogger(__name__)
+
+Metric = Literal["cosine", "euclidean"]
+Normalize = Literal["loo", "none"]
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    """Detector settings."""
+
+    k: int = 1  # neighbours averaged per bank
+    metric: Metric = "cosine"  # distance between embeddings
+    standardize: bool = False  # z-score features with the training clips' mean/std first
+    normalize: Normalize = "loo"  # divide each bank's distances by its leave-one-out median
+    threshold_quantile: float = 0.9  # quantile of training scores that separates normal/anomaly
+
+
+def _prepare(x: torch.Tensor, metric: Metric) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=1) if metric == "cosine" else x
+
+
+def _distances(queries: torch.Tensor, bank: torch.Tensor, metric: Metric) -> torch.Tensor:
+    if metric == "cosine":
+        return 1.0 - queries @ bank.T
+    return torch.cdist(queries, bank)
+
+
+def _knn_mean(dist: torch.Tensor, k: int) -> torch.Tensor:
+    k = min(k, dist.shape[1])
+    return dist.topk(k, dim=1, largest=False).values.mean(dim=1)
+
+
+class KnnDetector:
+    """Fit on normal embeddings of one machine type and section; score any clip alone."""
+
+    def __init__(self, config: KnnConfig = KnnConfig()) -> None:
+        self.config = config
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+        self.banks: dict[str, torch.Tensor] = {}
+        self.scales: dict[str, float] = {}
+        self.threshold: float = float("inf")
+
+    def fit(self, source: np.ndarray, target: np.ndarray | None = None) -> KnnDetector:
+        """``source``: ``(n_s, d)`` normal source embeddings; ``target``: ``(n_t, d)`` or None/empty."""
+        src = torch.as_tensor(np.asarray(source), dtype=torch.float32)
+        if src.ndim != 2 or src.shape[0] == 0:
+            raise ValueError(f"source bank needs at least one embedding, got shape {tuple(src.shape)}")
+        tgt = torch.as_tensor(np.asarray(target), dtype=torch.float32) if target is not None else None
+        if tgt is not None and (tgt.ndim != 2 or tgt.shape[0] == 0):
+            tgt = None
+        pooled = src if tgt is None else torch.cat([src, tgt])
+        if self.config.standardize:
+            self.mean = pooled.mean(dim=0)
+            self.std = pooled.std(dim=0, unbiased=False).clamp_min(1e-6)
+        self.banks = {"source": self._embed(src)}
+        if tgt is not None:
+            self.banks["target"] = self._embed(tgt)
+        self.scales = {name: self._loo_scale(bank) for name, bank in self.banks.items()}
+        self.threshold = self._fit_threshold(self.training_scores())
+        return self
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean is not None and self.std is not None:
+            x = (x - self.mean) / self.std
+        return _prepare(x, self.config.metric)
+
+    def _loo_distances(self, bank: torch.Tensor) -> torch.Tensor:
+        """Each member's k-NN distance to the other members of its own bank."""
+        if bank.shape[0] < 2:
+            return torch.zeros(bank.shape[0])
+        dist = _distances(bank, bank, self.config.metric)
+        dist.fill_diagonal_(float("inf"))
+        return _knn_mean(dist, min(self.config.k, bank.shape[0] - 1))
+
+    def _loo_scale(self, bank: torch.Tensor) -> float:
+        if self.config.normalize == "none" or bank.shape[0] < 2:
+            return 1.0
+        return max(float(self._loo_distances(bank).median()), 1e-12)
+
+    def bank_distances(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """Normalized k-NN distance of each embedding to each bank, ``{bank: (n,)}``."""
+        q = self._embed(torch.as_tensor(np.asarray(embeddings), dtype=torch.float32))
+        return {
+            name: (_knn_mean(_distances(q, bank, self.config.metric), self.config.k) / self.scales[name]).numpy()
+            for name, bank in self.banks.items()
+        }
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """Anomaly scores ``(n,)``: higher is more anomalous (min over the banks)."""
+        per_bank = self.bank_distances(embeddings)
+        return np.min(np.stack(list(per_bank.values())), axis=0)
+
+    def training_scores(self) -> np.ndarray:
+        """Leave-one-out scores of the training clips (each scored without itself)."""
+        scores = []
+        for name, bank in self.banks.items():
+            own = self._loo_distances(bank) / self.scales[name]
+            others = [
+                _knn_mean(_distances(bank, other, self.config.metric), self.config.k) / self.scales[o]
+                for o, other in self.banks.items()
+                if o != name
+            ]
+            scores.append(torch.stack([own, *others]).min(dim=0).values)
+        return torch.cat(scores).numpy()
+
+    def _fit_threshold(self, train_scores: np.ndarray) -> float:
+        q = self.config.threshold_quantile
+        if train_scores.size < 3 or np.ptp(train_scores) == 0:
+            return float(np.quantile(train_scores, q)) if train_scores.size else float("inf")
+        try:
+            shape, loc, scale = scipy.stats.gamma.fit(train_scores)
+            value = float(scipy.stats.gamma.ppf(q, shape, loc=loc, scale=scale))
+            if np.isfinite(value):
+                return value
+        except (ValueError, RuntimeError, FloatingPointError):
+            pass
+        log.debug("gamma fit failed; using the empirical %.2f quantile", q)
+        return float(np.quantile(train_scores, q))
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """1 where a score exceeds the threshold, else 0."""
+        return (np.asarray(scores) > self.threshold).astype(np.int64)

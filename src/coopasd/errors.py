@@ -1,0 +1,48 @@
+"""Exceptions with messages a plant engineer can act on: each names the file and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CoopasdError(Exception):
+    """Base class of every error the CLI turns into one readable line."""
+
+
+class ConfigError(CoopasdError):
+    """A config file, run config or flag has an unknown key or a bad value."""
+
+
+class LayoutError(CoopasdError):
+    """A data tree does not follow the DCASE 2023 Task 2 layout."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class AudioError(CoopasdError):
+    """One audio file cannot be used: empty, not audio, truncated, wrong content."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class BadClipsError(CoopasdError):
+    """Several clips failed to load; lists all of them at once."""
+
+    def __init__(self, errors: list[AudioError]) -> None:
+        self.errors = errors
+        lines = "\n".join(f"  - {e}" for e in errors)
+        super().__init__(f"{len(errors)} bad audio file(s):\n{lines}")
+
+
+class MetricsError(CoopasdError):
+    """Scores or labels do not allow the DCASE metrics to be computed."""
+
+
+class SubmissionError(CoopasdError):
+    """A run directory's submission files are missing, malformed or incomplete."""

@@ -1,0 +1,198 @@
+"""The only writer of result files: submission CSVs, metrics.json/csv, config, plots, HTML.
+
+Every file is written atomically (temporary file + rename), so an interrupted run never
+leaves a half-written result behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from coopasd.evaluation import ScoredRun, decision_file_name, score_file_name
+from coopasd.metrics import summarize
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _csv_text(rows: Sequence[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def write_submission(
+    run_dir: Path,
+    machine_type: str,
+    section: str,
+    names: Sequence[str],
+    scores: np.ndarray,
+    decisions: np.ndarray,
+) -> None:
+    """DCASE submission files of one section: anomaly scores and 0/1 decisions, no header."""
+    sub = Path(run_dir) / "submission"
+    write_atomic(
+        sub / score_file_name(machine_type, section),
+        _csv_text(list(zip(names, map(float, scores), strict=True))),
+    )
+    write_atomic(
+        sub / decision_file_name(machine_type, section),
+        _csv_text(list(zip(names, map(int, decisions), strict=True))),
+    )
+
+
+def write_json(path: Path, payload: dict) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def metrics_rows(summary: dict) -> list[list[object]]:
+    """Per machine rows plus the DCASE arithmetic- and harmonic-mean rows."""
+    rows: list[list[object]] = [["machine_type", "auc_source", "auc_target", "pauc", "official_score"]]
+    for machine, m in summary["machines"].items():
+        rows.append([machine, m["auc_source"], m["auc_target"], m["pauc"], m["official_score"]])
+    a, h = summary["arithmetic_mean"], summary["harmonic_mean"]
+    rows.append(["arithmetic mean", a["auc_source"], a["auc_target"], a["pauc"], a["all"]])
+    rows.append(["harmonic mean", h["auc_source"], h["auc_target"], h["pauc"], summary["official_score"]])
+    return rows
+
+
+def write_metrics(run_dir: Path, summary: dict) -> None:
+    """``metrics.json`` and ``metrics.csv`` of a run directory."""
+    write_json(Path(run_dir) / "metrics.json", summary)
+    rows = metrics_rows(summary)
+    formatted = [rows[0]] + [[r[0], *(f"{float(v):.4f}" for v in r[1:])] for r in rows[1:]]
+    write_atomic(Path(run_dir) / "metrics.csv", _csv_text(formatted))
+
+
+def metrics_table(summary: dict, title: str = "DCASE 2023 Task 2 metrics") -> Table:
+    """A rich table of the per-machine values and the mean rows."""
+    table = Table(title=title)
+    rows = metrics_rows(summary)
+    for i, name in enumerate(rows[0]):
+        table.add_column(str(name).replace("_", " "), justify="left" if i == 0 else "right")
+    for row in rows[1:]:
+        style = "bold" if row[0] == "harmonic mean" else None
+        table.add_row(str(row[0]), *(f"{100 * float(v):.2f}" for v in row[1:]), style=style)
+    table.caption = "values in %; official score = harmonic mean of all AUC(source), AUC(target), pAUC"
+    return table
+
+
+def plot_scores(run_dir: Path, sections: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> Path:
+    """Histogram of anomaly scores per machine (normal vs anomalous, by domain) as one PNG.
+
+    ``sections``: (title, scores, is_anomaly, is_target) per machine type and section.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(sections)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (title, scores, anomaly, target) in zip(axes.flat, sections, strict=False):
+        bins = np.linspace(float(np.min(scores)), float(np.max(scores)) + 1e-9, 30)
+        for mask, label, color in (
+            (~anomaly & ~target, "normal (source)", "tab:blue"),
+            (~anomaly & target, "normal (target)", "tab:cyan"),
+            (anomaly, "anomalous", "tab:red"),
+        ):
+            if mask.any():
+                ax.hist(scores[mask], bins=bins, alpha=0.55, label=label, color=color)
+        ax.set_title(title)
+        ax.set_xlabel("anomaly score")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return write_atomic(Path(run_dir) / "scores.png", buffer.getvalue())
+
+
+def write_html(run_dir: Path, summary: dict, title: str, notes: Sequence[str] = (), images: Sequence[str] = ()) -> Path:
+    """A self-contained report page: notes, the metrics table, and images beside it."""
+    rows = metrics_rows(summary)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in rows[0])
+    body = "".join(
+        "<tr>"
+        + f"<td>{html.escape(str(r[0]))}</td>"
+        + "".join(f"<td>{100 * float(v):.2f}</td>" for v in r[1:])
+        + "</tr>"
+        for r in rows[1:]
+    )
+    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    img_html = "".join(f'<p><img src="{html.escape(i)}" alt="{html.escape(i)}"></p>' for i in images)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}td:first-child{{text-align:left}}
+tr:last-child{{font-weight:bold}}</style></head><body>
+<h1>{html.escape(title)}</h1><ul>{note_html}</ul>
+<p>Official score (harmonic mean of all AUC(source), AUC(target), pAUC):
+<b>{100 * summary["official_score"]:.2f}%</b></p>
+<table><tr>{head}</tr>{body}</table>{img_html}</body></html>
+"""
+    return write_atomic(Path(run_dir) / "report.html", page)
+
+
+def write_run(
+    run_dir: Path,
+    run: ScoredRun,
+    config_toml: str,
+    title: str,
+    notes: Sequence[str] = (),
+) -> dict | None:
+    """Write a whole run directory (config, submission, metrics, plot, HTML); returns the
+    metrics summary, or None where every test label is hidden."""
+    run_dir = Path(run_dir)
+    write_atomic(run_dir / "config.toml", config_toml)
+    for sec in run.sections:
+        write_submission(run_dir, sec.machine_type, sec.section, [c.name for c in sec.clips], sec.scores, sec.decisions)
+    sections = run.section_metrics()
+    if not sections:
+        return None
+    summary = summarize(sections)
+    summary["skipped_clips"] = list(run.skipped)
+    write_metrics(run_dir, summary)
+    write_report(run_dir, run, summary, title, notes)
+    return summary
+
+
+def write_report(run_dir: Path, run: ScoredRun, summary: dict, title: str, notes: Sequence[str] = ()) -> Path:
+    """Score histograms and the HTML page of a run whose labels are known."""
+    plotted = [
+        (
+            f"{s.machine_type} section {s.section}",
+            np.asarray(s.scores),
+            np.array([c.label == "anomaly" for c in s.clips]),
+            np.array([c.domain == "target" for c in s.clips]),
+        )
+        for s in run.sections
+        if s.evaluable
+    ]
+    plot_scores(run_dir, plotted)
+    return write_html(run_dir, summary, title, notes, images=["scores.png"])
