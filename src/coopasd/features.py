@@ -8,6 +8,7 @@ spectrum, low frequency 20 Hz, high frequency Nyquist, no dither. BEATs scales t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,41 +45,45 @@ class FbankConfig:
         return 1 << (self.window_size - 1).bit_length()
 
 
-def _mel(freq: torch.Tensor | float) -> torch.Tensor:
-    return 1127.0 * torch.log1p(torch.as_tensor(freq, dtype=torch.float64) / 700.0)
+def _mel(freq: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * (1.0 + freq / 700.0).log()  # as torchaudio writes it (not log1p: float32 rounding)
 
 
 def mel_filterbank(cfg: FbankConfig) -> torch.Tensor:
-    """Kaldi's triangular mel filters on the mel scale, ``(num_mel_bins, padded_window_size // 2 + 1)``."""
+    """Kaldi's triangular mel filters, ``(num_mel_bins, padded_window_size // 2 + 1)``.
+
+    Computed in float32 like torchaudio's ``get_mel_banks`` (the banks BEATs was trained with).
+    """
     n_fft_bins = cfg.padded_window_size // 2
     nyquist = 0.5 * cfg.sample_rate
     high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
-    mel_low, mel_high = _mel(cfg.low_freq), _mel(high)
+    mel_low = 1127.0 * math.log(1.0 + cfg.low_freq / 700.0)
+    mel_high = 1127.0 * math.log(1.0 + high / 700.0)
     delta = (mel_high - mel_low) / (cfg.num_mel_bins + 1)
-    idx = torch.arange(cfg.num_mel_bins, dtype=torch.float64).unsqueeze(1)
-    left, center, right = mel_low + idx * delta, mel_low + (idx + 1) * delta, mel_low + (idx + 2) * delta
-    bin_mel = _mel(cfg.sample_rate / cfg.padded_window_size * torch.arange(n_fft_bins, dtype=torch.float64))
+    idx = torch.arange(cfg.num_mel_bins).unsqueeze(1)
+    left, center, right = mel_low + idx * delta, mel_low + (idx + 1.0) * delta, mel_low + (idx + 2.0) * delta
+    bin_mel = _mel(cfg.sample_rate / cfg.padded_window_size * torch.arange(n_fft_bins)).unsqueeze(0)
     up = (bin_mel - left) / (center - left)
     down = (right - bin_mel) / (right - center)
-    banks = torch.clamp(torch.minimum(up, down), min=0.0).to(torch.float32)
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)
     return torch.nn.functional.pad(banks, (0, 1))  # Kaldi leaves the Nyquist bin out
 
 
-def povey_window(size: int) -> torch.Tensor:
-    return torch.hann_window(size, periodic=False, dtype=torch.float64).pow(0.85).to(torch.float32)
+def povey_window(size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.hann_window(size, periodic=False, dtype=dtype).pow(0.85)
 
 
 def kaldi_fbank(waves: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> torch.Tensor:
     """Log-mel fbank of raw waveforms (already scaled as the caller wants).
 
     Args:
-        waves: ``(batch, samples)`` or ``(samples,)`` float tensor.
+        waves: ``(batch, samples)`` or ``(samples,)`` float tensor (float64 stays float64, else float32).
     Returns:
         ``(batch, frames, num_mel_bins)`` (or ``(frames, num_mel_bins)``), frames = 1 + (samples - 400) // 160.
     """
     single = waves.dim() == 1
     x = waves.unsqueeze(0) if single else waves
-    x = x.to(torch.float32)
+    x = x if x.dtype == torch.float64 else x.to(torch.float32)
     size, shift = cfg.window_size, cfg.window_shift
     if x.shape[1] < size:
         raise ValueError(f"waveform of {x.shape[1]} samples is shorter than one {size}-sample frame")
@@ -87,10 +92,10 @@ def kaldi_fbank(waves: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> torch.
     if cfg.preemphasis:
         previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=2)
         frames = frames - cfg.preemphasis * previous
-    frames = frames * povey_window(size).to(frames.device)
+    frames = frames * povey_window(size, frames.dtype).to(frames.device)
     frames = torch.nn.functional.pad(frames, (0, cfg.padded_window_size - size))
     power = torch.fft.rfft(frames).abs().pow(2)
-    mel = torch.matmul(power, mel_filterbank(cfg).to(frames.device).T)
+    mel = torch.matmul(power, mel_filterbank(cfg).to(power).T)
     out = torch.clamp(mel, min=_EPSILON).log()
     return out[0] if single else out
 

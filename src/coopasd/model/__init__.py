@@ -1,0 +1,1 @@
+"""The BEATs audio transformer, its heads, and self-describing checkpoints."""

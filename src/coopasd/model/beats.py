@@ -1,0 +1,217 @@
+"""BEATs (Chen et al., 2022): a ViT over 16x16 patches of the 128-bin Kaldi log-mel fbank.
+
+Our implementation of the architecture; official checkpoints (``torch.load`` gives a dict with
+``cfg`` and ``model``, e.g. BEATs_iter3, BEATs_iter3_plus_AS2M) load with ``strict=True``.
+Public API: :func:`load_beats` and :meth:`BEATs.extract_features`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coopasd.features import beats_fbank
+from coopasd.model.backbone import LoRALinear, TransformerEncoder
+
+log = logging.getLogger(__name__)
+
+Pooling = Literal["mean", "mean_freq"]
+
+
+@dataclass(frozen=True)
+class BEATsConfig:
+    """BEATs settings; field names and defaults are those of the official ``cfg`` dicts."""
+
+    input_patch_size: int = 16  # patch side on the (frames, 128 mel) fbank
+    embed_dim: int = 512  # patch embedding width
+    conv_bias: bool = False  # bias in the patch embedding conv
+    encoder_layers: int = 12  # transformer layers
+    encoder_embed_dim: int = 768  # transformer width
+    encoder_ffn_embed_dim: int = 3072  # feed-forward width
+    encoder_attention_heads: int = 12  # attention heads
+    activation_fn: str = "gelu"  # feed-forward activation (BEATs: gelu)
+    layer_wise_gradient_decay_ratio: float = 1.0  # kept for cfg compatibility (training-time only)
+    layer_norm_first: bool = False  # pre-LN instead of post-LN
+    deep_norm: bool = False  # DeepNorm residual scaling (iter3: True)
+    dropout: float = 0.1  # residual dropout
+    attention_dropout: float = 0.1  # attention-probability dropout
+    activation_dropout: float = 0.0  # dropout after the FFN activation
+    encoder_layerdrop: float = 0.0  # probability of skipping a layer in training
+    dropout_input: float = 0.0  # dropout on the projected patches
+    conv_pos: int = 128  # kernel of the convolutional positional embedding
+    conv_pos_groups: int = 16  # groups of that convolution
+    relative_position_embedding: bool = False  # relative position bias (iter3: True)
+    num_buckets: int = 320  # relative position buckets
+    max_distance: int = 1280  # largest distinguished offset
+    gru_rel_pos: bool = False  # query-gated relative position bias (iter3: True)
+    finetuned_model: bool = False  # has an AudioSet predictor head
+    predictor_dropout: float = 0.1  # dropout before the predictor
+    predictor_class: int = 527  # predictor classes
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> BEATsConfig:
+        """From an official or our own ``cfg`` dict; keys we do not know are logged and ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(cfg) - known)
+        if extra:
+            log.debug("ignoring BEATs cfg keys %s", extra)
+        return cls(**{k: v for k, v in cfg.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, BEATsConfig] = {
+    # the official BEATs_iter3 shape (about 90 M parameters)
+    "base": BEATsConfig(
+        deep_norm=True,
+        relative_position_embedding=True,
+        gru_rel_pos=True,
+        max_distance=800,
+        dropout=0.0,
+        attention_dropout=0.0,
+    ),
+    # small enough to train on 2 CPU cores in minutes (about 2 M parameters)
+    "tiny": BEATsConfig(
+        embed_dim=128,
+        encoder_layers=4,
+        encoder_embed_dim=192,
+        encoder_ffn_embed_dim=768,
+        encoder_attention_heads=4,
+        deep_norm=True,
+        relative_position_embedding=True,
+        gru_rel_pos=True,
+        conv_pos=32,
+        conv_pos_groups=16,
+        num_buckets=64,
+        max_distance=200,
+        dropout=0.1,
+        attention_dropout=0.0,
+    ),
+}
+
+
+def preset(name: str) -> BEATsConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown BEATs preset '{name}'; available: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+class BEATs(nn.Module):
+    """The BEATs encoder with the fbank inside: 16 kHz waveforms in, patch features out."""
+
+    def __init__(self, cfg: BEATsConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embedding = nn.Conv2d(
+            1, cfg.embed_dim, cfg.input_patch_size, stride=cfg.input_patch_size, bias=cfg.conv_bias
+        )
+        self.layer_norm = nn.LayerNorm(cfg.embed_dim)
+        self.post_extract_proj = (
+            nn.Linear(cfg.embed_dim, cfg.encoder_embed_dim) if cfg.embed_dim != cfg.encoder_embed_dim else None
+        )
+        self.encoder = TransformerEncoder(cfg)
+        if cfg.finetuned_model:
+            self.predictor = nn.Linear(cfg.encoder_embed_dim, cfg.predictor_class)
+
+    @property
+    def freq_patches(self) -> int:
+        """Patches along the mel axis (128 / patch size = 8 for BEATs)."""
+        return 128 // self.cfg.input_patch_size
+
+    @staticmethod
+    def forward_padding_mask(features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """Reduce a ``(batch, n)`` padding mask to ``features.size(1)`` positions (all-padding groups)."""
+        extra = padding_mask.size(1) % features.size(1)
+        if extra > 0:
+            padding_mask = padding_mask[:, :-extra]
+        return padding_mask.view(padding_mask.size(0), features.size(1), -1).all(-1)
+
+    def patches(self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None):
+        """Projected patch embeddings ``(batch, patches, dim)`` and the patch-level padding mask."""
+        fbank = beats_fbank(waveforms)  # (batch, frames, 128)
+        if padding_mask is not None:
+            padding_mask = self.forward_padding_mask(fbank, padding_mask)
+        x = self.patch_embedding(fbank.unsqueeze(1))  # (batch, embed, frames/16, 8)
+        x = self.layer_norm(x.flatten(2).transpose(1, 2))  # time-major patch order
+        if padding_mask is not None:
+            padding_mask = self.forward_padding_mask(x, padding_mask)
+        if self.post_extract_proj is not None:
+            x = self.post_extract_proj(x)
+        return F.dropout(x, p=self.cfg.dropout_input, training=self.training), padding_mask
+
+    def extract_features(
+        self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None, return_layers: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """Last-layer features of 16 kHz waveforms.
+
+        Args:
+            waveforms: ``(batch, samples)`` float audio in [-1, 1].
+            padding_mask: ``(batch, samples)`` bool, True where a sample is padding.
+            return_layers: also return every layer's ``(batch, patches, dim)`` output.
+        Returns:
+            ``(features (batch, patches, dim), patch padding mask or None[, layers])``, where
+            patches = (frames // 16) * 8 in time-major order.
+        """
+        x, mask = self.patches(waveforms, padding_mask)
+        x, layers = self.encoder(x, mask, return_layers)
+        return (x, mask, layers) if return_layers else (x, mask)
+
+    def predict(self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """AudioSet class probabilities ``(batch, classes)`` of a fine-tuned checkpoint."""
+        if not self.cfg.finetuned_model:
+            raise ValueError("this BEATs checkpoint has no predictor head (finetuned_model = False)")
+        x, mask = self.extract_features(waveforms, padding_mask)
+        logits = self.predictor(F.dropout(x, p=self.cfg.predictor_dropout, training=self.training))
+        if mask is not None and mask.any():
+            logits = logits.masked_fill(mask.unsqueeze(-1), 0.0).sum(1) / (~mask).sum(1, keepdim=True)
+        else:
+            logits = logits.mean(1)
+        return torch.sigmoid(logits)
+
+    def add_lora(self, rank: int, alpha: float | None = None) -> list[str]:
+        """Add LoRA adapters to every attention projection; returns the adapter parameter names."""
+        for module in self.modules():
+            if isinstance(module, LoRALinear):
+                module.add_adapter(rank, alpha if alpha is not None else float(rank))
+        return [n for n, _ in self.named_parameters() if ".lora_" in n]
+
+
+def pool(features: torch.Tensor, freq_patches: int, pooling: Pooling = "mean", mask: torch.Tensor | None = None):
+    """Clip embedding from patch features ``(batch, patches, dim)``.
+
+    ``mean``: mean over all (non-padding) patches -> ``(batch, dim)``.
+    ``mean_freq``: mean over time only, keeping the frequency position -> ``(batch, freq_patches * dim)``.
+    """
+    if mask is not None:
+        keep = (~mask).unsqueeze(-1).to(features.dtype)
+    else:
+        keep = torch.ones_like(features[..., :1])
+    if pooling == "mean":
+        return (features * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+    if pooling == "mean_freq":
+        b, p, d = features.shape
+        f = features.view(b, p // freq_patches, freq_patches, d)
+        k = keep.view(b, p // freq_patches, freq_patches, 1)
+        return ((f * k).sum(1) / k.sum(1).clamp_min(1.0)).reshape(b, freq_patches * d)
+    raise ValueError(f"unknown pooling '{pooling}'")
+
+
+def load_beats(path: Path | str) -> BEATs:
+    """Load an official BEATs checkpoint or one of ours (strict key match), in eval mode."""
+    from coopasd.model.checkpoint import read_beats_checkpoint
+
+    cfg, state = read_beats_checkpoint(Path(path))
+    model = BEATs(cfg)
+    from coopasd.model.checkpoint import load_state_strict
+
+    load_state_strict(model, state, Path(path))
+    return model.eval()
