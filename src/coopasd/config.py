@@ -36,11 +36,67 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Local training settings."""
+
+    epochs: int = 6  # passes over the participant's clips (per federated round: local epochs)
+    batch_size: int = 16  # clips per step
+    lr: float = 3e-4  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup_fraction: float = 0.1  # share of steps with linear warm-up, then cosine decay
+    grad_clip: float = 1.0  # max gradient norm
+    margin: float = 0.2  # ArcFace angular margin (radians)
+    scale: float = 30.0  # ArcFace logit scale
+    target_fraction: float = 0.2  # oversample target-domain clips to this share of an epoch
+    crop_seconds: float = 1.0  # random crop per training clip (0 = whole clip)
+    spec_augment: bool = True  # one time and one frequency mask per clip
+    mixup: float = 0.0  # Beta(a, a) mixup of waveforms and labels; 0 = off
+    pseudo_anomalies: bool = True  # add perturbed-clip classes to the auxiliary task
+    freeze_backbone: bool = False  # train only LoRA adapters (and the head)
+    proximal_mu: float = 0.0  # FedProx: mu/2 * ||w - w_global||^2 (federated rounds)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train
+    seed: int = 0  # sampling, crops, augmentation
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder and how a clip embedding is made from it."""
+
+    preset: Literal["tiny", "base"] = "tiny"  # BEATs shape (used when no checkpoint gives one)
+    checkpoint: str = "pretrained"  # "pretrained" (shipped tiny), "none" (random init) or a path
+    pooling: Literal["mean", "mean_freq"] = "mean_freq"  # mean over patches, or over time per frequency
+    layer: int = 1  # transformer layer whose output is pooled (-1 = last)
+    lora_rank: int = 0  # > 0: LoRA adapters of this rank on the attention projections
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """The kNN detector that scores clips."""
+
+    features: Literal["fusion", "learned", "logmel"] = "fusion"  # which embeddings the banks hold
+    metric: Literal["euclidean", "cosine"] = "euclidean"  # distance between learned embeddings
+    standardize: bool = True  # z-score learned embeddings with the training clips' statistics first
+    k: int = 1  # neighbours per bank
+    threshold_quantile: float = 0.9  # of the training scores' gamma fit -> decision threshold
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """Which factory holds which machine types."""
+
+    factories: str = ""  # "name=a+b;name2=c"; empty = one factory per machine type
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The effective configuration of one run, written as RUN_DIR/config.toml."""
 
     data: DataConfig = field(default_factory=DataConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
 
 
 def _check_value(section: str, name: str, value: Any, annotation: Any) -> Any:

@@ -144,3 +144,63 @@ class KnnDetector:
     def decide(self, scores: np.ndarray) -> np.ndarray:
         """1 where a score exceeds the threshold, else 0."""
         return (np.asarray(scores) > self.threshold).astype(np.int64)
+
+
+def detector_state(det: KnnDetector) -> dict:
+    """Everything needed to rebuild a fitted detector (tensors and plain values)."""
+    return {
+        "config": dict(vars(det.config)),
+        "mean": det.mean,
+        "std": det.std,
+        "banks": dict(det.banks),
+        "scales": dict(det.scales),
+        "threshold": det.threshold,
+    }
+
+
+def detector_from_state(state: dict) -> KnnDetector:
+    det = KnnDetector(KnnConfig(**state["config"]))
+    det.mean, det.std = state["mean"], state["std"]
+    det.banks, det.scales, det.threshold = dict(state["banks"]), dict(state["scales"]), float(state["threshold"])
+    return det
+
+
+class FusedDetector:
+    """Mean of several kNN detectors' normalized scores (e.g. learned embeddings + log-mel statistics).
+
+    Each member's scores are already on a common scale (distance / the bank's leave-one-out
+    median), so their mean needs no test statistics. The threshold comes from the members'
+    leave-one-out training scores, combined the same way.
+    """
+
+    def __init__(self, members: dict[str, KnnDetector], threshold_quantile: float = 0.9) -> None:
+        if not members:
+            raise ValueError("a fused detector needs at least one member")
+        self.members = members
+        self.threshold_quantile = threshold_quantile
+        self.threshold = members[next(iter(members))]._fit_threshold(self.training_scores())
+
+    def training_scores(self) -> np.ndarray:
+        return np.mean([m.training_scores() for m in self.members.values()], axis=0)
+
+    def score(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """``features``: member name -> ``(n, d)`` features of the same clips."""
+        return np.mean([m.score(features[name]) for name, m in self.members.items()], axis=0)
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        return (np.asarray(scores) > self.threshold).astype(np.int64)
+
+    def state(self) -> dict:
+        return {
+            "members": {k: detector_state(m) for k, m in self.members.items()},
+            "threshold": self.threshold,
+            "threshold_quantile": self.threshold_quantile,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> FusedDetector:
+        obj = cls.__new__(cls)
+        obj.members = {k: detector_from_state(v) for k, v in state["members"].items()}
+        obj.threshold_quantile = state["threshold_quantile"]
+        obj.threshold = float(state["threshold"])
+        return obj

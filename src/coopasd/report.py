@@ -149,6 +149,7 @@ def write_run(
     config_toml: str,
     title: str,
     notes: Sequence[str] = (),
+    extra: dict | None = None,
 ) -> dict | None:
     """Write a whole run directory (config, submission, metrics, plot, HTML); returns the
     metrics summary, or None where every test label is hidden."""
@@ -161,6 +162,7 @@ def write_run(
         return None
     summary = summarize(sections)
     summary["skipped_clips"] = list(run.skipped)
+    summary.update(extra or {})
     write_metrics(run_dir, summary)
     write_report(run_dir, run, summary, title, notes)
     return summary

@@ -10,8 +10,11 @@ from coopasd.cli.baseline import baseline
 from coopasd.cli.console import err_console, setup_logging
 from coopasd.cli.demo import demo
 from coopasd.cli.evaluate import evaluate
+from coopasd.cli.pretrain import pretrain_command
 from coopasd.cli.report import report
+from coopasd.cli.score import score
 from coopasd.cli.synth import synth
+from coopasd.cli.train import train
 from coopasd.errors import CoopasdError
 
 app = typer.Typer(
@@ -27,8 +30,9 @@ def _global(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
-for command in (synth, baseline, evaluate, report, demo):
+for command in (synth, baseline, train, evaluate, score, report, demo):
     app.command()(command)
+app.command("pretrain")(pretrain_command)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -135,9 +135,19 @@ class BEATs(nn.Module):
             padding_mask = padding_mask[:, :-extra]
         return padding_mask.view(padding_mask.size(0), features.size(1), -1).all(-1)
 
-    def patches(self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None):
-        """Projected patch embeddings ``(batch, patches, dim)`` and the patch-level padding mask."""
+    def patches(
+        self,
+        waveforms: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        fbank_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        """Projected patch embeddings ``(batch, patches, dim)`` and the patch-level padding mask.
+
+        ``fbank_transform`` (training only) edits the normalized fbank, e.g. SpecAugment masks.
+        """
         fbank = beats_fbank(waveforms)  # (batch, frames, 128)
+        if fbank_transform is not None:
+            fbank = fbank_transform(fbank)
         if padding_mask is not None:
             padding_mask = self.forward_padding_mask(fbank, padding_mask)
         x = self.patch_embedding(fbank.unsqueeze(1))  # (batch, embed, frames/16, 8)
@@ -149,7 +159,11 @@ class BEATs(nn.Module):
         return F.dropout(x, p=self.cfg.dropout_input, training=self.training), padding_mask
 
     def extract_features(
-        self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None, return_layers: bool = False
+        self,
+        waveforms: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        return_layers: bool = False,
+        fbank_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """Last-layer features of 16 kHz waveforms.
 
@@ -161,7 +175,7 @@ class BEATs(nn.Module):
             ``(features (batch, patches, dim), patch padding mask or None[, layers])``, where
             patches = (frames // 16) * 8 in time-major order.
         """
-        x, mask = self.patches(waveforms, padding_mask)
+        x, mask = self.patches(waveforms, padding_mask, fbank_transform)
         x, layers = self.encoder(x, mask, return_layers)
         return (x, mask, layers) if return_layers else (x, mask)
 

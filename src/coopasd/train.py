@@ -1,0 +1,223 @@
+"""Local training of one participant's encoder on the auxiliary task (no Flower here).
+
+Task: classify every normal training clip into its (machine type, section, attributes) class
+with an ArcFace margin head; optionally also into "pseudo-anomaly" classes made by perturbing
+normal clips (see :mod:`coopasd.augment`). Target-domain clips are few, so each epoch draws
+them with replacement until they make ``target_fraction`` of the samples (oversampling).
+Centralized, local-only and federated modes all call :func:`train_local`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
+from coopasd.config import TrainConfig
+from coopasd.model.beats import BEATs, Pooling, pool
+from coopasd.model.heads import ArcFace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    accuracy: float
+    lr: float
+    seconds: float
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when present; asking for ``cuda`` without one is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device = 'cuda' asked for, but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def embedding_dim(encoder: BEATs, pooling: Pooling) -> int:
+    d = encoder.cfg.encoder_embed_dim
+    return d * encoder.freq_patches if pooling == "mean_freq" else d
+
+
+def clip_embeddings(
+    encoder: BEATs,
+    waves: torch.Tensor,
+    pooling: Pooling = "mean",
+    layer: int = -1,
+    fbank_transform=None,
+) -> torch.Tensor:
+    """Pooled embeddings ``(batch, dim)`` of waveforms ``(batch, samples)`` (graph kept for training)."""
+    if layer == -1:
+        features, mask = encoder.extract_features(waves, fbank_transform=fbank_transform)
+    else:
+        _, mask, layers = encoder.extract_features(waves, return_layers=True, fbank_transform=fbank_transform)
+        features = layers[layer]
+    return pool(features, encoder.freq_patches, pooling, mask)
+
+
+@torch.no_grad()
+def embed(
+    encoder: BEATs,
+    waves: np.ndarray,
+    pooling: Pooling = "mean",
+    layer: int = -1,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Embeddings ``(n, dim)`` of ``(n, samples)`` waveforms, in eval mode."""
+    dev = pick_device(device)
+    encoder = encoder.to(dev).eval()
+    out = []
+    for i in range(0, len(waves), batch_size):
+        batch = torch.as_tensor(waves[i : i + batch_size], device=dev)
+        out.append(clip_embeddings(encoder, batch, pooling, layer).float().cpu())
+        if progress:
+            progress(len(batch))
+    if not out:
+        return np.zeros((0, embedding_dim(encoder, pooling)), np.float32)
+    return torch.cat(out).numpy()
+
+
+def make_head(encoder: BEATs, n_classes: int, cfg: TrainConfig, pooling: Pooling) -> ArcFace:
+    """An ArcFace head over the attribute classes plus, if enabled, one class per pseudo-anomaly kind."""
+    extra = len(PSEUDO_ANOMALIES) if cfg.pseudo_anomalies else 0
+    return ArcFace(embedding_dim(encoder, pooling), n_classes + extra, cfg.margin, cfg.scale)
+
+
+def _target_draws(n_source: int, n_target: int, fraction: float) -> int:
+    """Target clips per epoch so that they make ``fraction`` of it (never fewer than there are)."""
+    if n_target == 0 or n_source == 0 or fraction <= 0:
+        return n_target
+    return max(n_target, int(round(fraction * n_source / (1 - fraction))))
+
+
+def _epoch_indices(is_target: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's clip order: every clip once, target clips topped up with repeats to ``fraction``."""
+    src, tgt = np.flatnonzero(~is_target), np.flatnonzero(is_target)
+    extra = _target_draws(len(src), len(tgt), fraction) - len(tgt)
+    repeats = rng.choice(tgt, extra, replace=True) if extra > 0 else np.zeros(0, dtype=np.int64)
+    return rng.permutation(np.concatenate([src, tgt, repeats]))
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_local(
+    encoder: BEATs,
+    head: ArcFace,
+    waves: np.ndarray,
+    labels: np.ndarray,
+    is_target: np.ndarray,
+    cfg: TrainConfig,
+    pooling: Pooling = "mean",
+    layer: int = -1,
+    progress: Callable[[int], None] | None = None,
+    global_params: dict[str, torch.Tensor] | None = None,
+) -> list[EpochStats]:
+    """Train ``encoder`` and ``head`` in place on one participant's normal clips.
+
+    Args:
+        waves: ``(n, samples)`` float32 16 kHz waveforms.
+        labels: ``(n,)`` attribute-class ids in ``[0, n_classes)``.
+        is_target: ``(n,)`` bool, target-domain clips (oversampled).
+        global_params: the round's global weights, for the FedProx term (``proximal_mu > 0``).
+    Returns: one :class:`EpochStats` per epoch.
+    """
+    if len(waves) == 0:
+        raise ValueError("no training clips")
+    dev = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    encoder.to(dev).train()
+    head.to(dev).train()
+    if cfg.freeze_backbone:
+        for name, p in encoder.named_parameters():
+            p.requires_grad = ".lora_" in name
+    params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(_epoch_indices(is_target, cfg.target_fraction, rng)) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, total, max(1, int(cfg.warmup_fraction * total)))
+    )
+    anchors = {k: v.detach().to(dev) for k, v in global_params.items()} if global_params and cfg.proximal_mu else {}
+    n_attr = head.weight.shape[0] - (len(PSEUDO_ANOMALIES) if cfg.pseudo_anomalies else 0)
+    crop = int(cfg.crop_seconds * 16_000) if cfg.crop_seconds > 0 else waves.shape[1]
+    crop = min(crop, waves.shape[1])
+    augment = (lambda fb: spec_augment(fb, gen)) if cfg.spec_augment else None
+    history: list[EpochStats] = []
+    for epoch in range(cfg.epochs):
+        start, losses, correct, seen = time.perf_counter(), [], 0, 0
+        order = _epoch_indices(is_target, cfg.target_fraction, rng)
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s : s + cfg.batch_size]
+            batch, target = _make_batch(waves, labels, idx, crop, n_attr, cfg, gen, rng)
+            batch, soft = batch.to(dev), F.one_hot(target, head.weight.shape[0]).float().to(dev)
+            if cfg.mixup > 0:
+                lam = float(rng.beta(cfg.mixup, cfg.mixup))
+                perm = torch.randperm(len(batch), generator=gen).to(dev)
+                batch, soft = lam * batch + (1 - lam) * batch[perm], lam * soft + (1 - lam) * soft[perm]
+            emb = clip_embeddings(encoder, batch, pooling, layer, augment)
+            logits = head(emb, soft)
+            loss = -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
+            if anchors:
+                prox = sum((p - anchors[n]).pow(2).sum() for n, p in encoder.named_parameters() if n in anchors)
+                loss = loss + 0.5 * cfg.proximal_mu * prox
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            with torch.no_grad():
+                correct += int((head.cosine(emb).argmax(1) == soft.argmax(1)).sum())
+            seen += len(idx)
+            if progress:
+                progress(1)
+        stats = EpochStats(
+            epoch + 1, float(np.mean(losses)), correct / seen, schedule.get_last_lr()[0], time.perf_counter() - start
+        )
+        log.debug("epoch %d: loss %.3f acc %.3f", stats.epoch, stats.loss, stats.accuracy)
+        history.append(stats)
+    encoder.eval()
+    head.eval()
+    return history
+
+
+def _make_batch(waves, labels, idx, crop, n_attr, cfg, gen, rng) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops of the chosen clips; with pseudo-anomalies on, half of them perturbed."""
+    clips, targets = [], []
+    for i in idx:
+        start = int(rng.integers(0, waves.shape[1] - crop + 1))
+        wave = torch.from_numpy(np.ascontiguousarray(waves[i, start : start + crop]))
+        target = int(labels[i])
+        if cfg.pseudo_anomalies and rng.random() < 0.5:
+            kind = int(rng.integers(len(PSEUDO_ANOMALIES)))
+            wave = pseudo_anomaly(wave, PSEUDO_ANOMALIES[kind], gen).float()
+            target = n_attr + kind
+        clips.append(wave)
+        targets.append(target)
+    return torch.stack(clips), torch.tensor(targets)
+
+
+def steps_per_run(n_clips: int, n_target: int, cfg: TrainConfig) -> int:
+    """How many optimizer steps :func:`train_local` takes (for progress bars)."""
+    n = (n_clips - n_target) + _target_draws(n_clips - n_target, n_target, cfg.target_fraction)
+    return math.ceil(n / cfg.batch_size) * cfg.epochs
