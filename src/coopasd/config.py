@@ -88,6 +88,24 @@ class PartitionConfig:
 
 
 @dataclass(frozen=True)
+class FederationConfig:
+    """Federated training with Flower."""
+
+    rounds: int = 6  # aggregation rounds
+    local_epochs: int = 1  # epochs each factory trains per round (rounds x local_epochs = [train] epochs)
+    strategy: Literal["fedavg", "fedavgm", "fedadam", "fedprox"] = "fedavg"  # server aggregation
+    share: Literal["encoder", "no_norm", "lora"] = "encoder"  # what crosses the wire (heads never do)
+    proximal_mu: float = 0.01  # FedProx term (strategy "fedprox")
+    server_lr: float = 1.0  # FedAvgM server learning rate / FedAdam eta
+    server_momentum: float = 0.9  # FedAvgM momentum
+    lr_decay: float = 0.8  # client learning rate x lr_decay ** (round - 1)
+    min_participants: int = 2  # a round is aggregated only when at least this many factories answer
+    round_timeout: float = 900.0  # seconds to wait for the factories' replies in a round
+    evaluate_every: int = 1  # federated metric every N rounds (per-round curves); 0 = at the end only
+    drop_out: str = ""  # fault drill: "factory:round+round;..." makes those factories fail those rounds
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The effective configuration of one run, written as RUN_DIR/config.toml."""
 
@@ -97,6 +115,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
 
 
 def _check_value(section: str, name: str, value: Any, annotation: Any) -> Any:
@@ -165,3 +184,11 @@ def with_overrides(config: RunConfig, section: str, **values: Any) -> RunConfig:
 
 def to_toml(config: RunConfig) -> str:
     return tomli_w.dumps(dataclasses.asdict(config))
+
+
+def from_toml_text(text: str) -> RunConfig:
+    """A RunConfig from TOML text (as carried in a Flower run config)."""
+    try:
+        return build(RunConfig, tomllib.loads(text))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"run config is not valid TOML ({err})") from err

@@ -79,7 +79,7 @@ def pretrain(
         "final_accuracy": history[-1].accuracy,
         "history": [dataclasses.asdict(h) for h in history],
         "seconds": round(time.time() - start, 1),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "machine": platform.machine(),
         "dtype": "float16" if cfg.half_precision else "float32",
     }

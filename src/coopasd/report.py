@@ -168,7 +168,9 @@ def write_run(
     return summary
 
 
-def write_report(run_dir: Path, run: ScoredRun, summary: dict, title: str, notes: Sequence[str] = ()) -> Path:
+def write_report(
+    run_dir: Path, run: ScoredRun, summary: dict, title: str, notes: Sequence[str] = (), images: Sequence[str] = ()
+) -> Path:
     """Score histograms and the HTML page of a run whose labels are known."""
     plotted = [
         (
@@ -181,4 +183,82 @@ def write_report(run_dir: Path, run: ScoredRun, summary: dict, title: str, notes
         if s.evaluable
     ]
     plot_scores(run_dir, plotted)
-    return write_html(run_dir, summary, title, notes, images=["scores.png"])
+    return write_html(run_dir, summary, title, notes, images=[*images, "scores.png"])
+
+
+def plot_rounds(run_dir: Path, rounds: Sequence[dict], references: dict[str, float] | None = None) -> Path:
+    """Per-round federated official score, with horizontal lines for reference modes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    points = [(r["round"], r["official_score"]) for r in rounds if r.get("official_score") is not None]
+    if points:
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, [100 * y for y in ys], marker="o", label="federated")
+    for (name, value), style in zip((references or {}).items(), ("--", ":", "-."), strict=False):
+        ax.axhline(100 * value, linestyle=style, color="gray", label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel("official score (%)")
+    ax.set_title("federated official score per round")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return write_atomic(Path(run_dir) / "rounds.png", buffer.getvalue())
+
+
+def comparison_rows(modes: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """Per machine AUC(source), AUC(target), pAUC, official for each mode, plus fed-vs-central and fed-vs-local."""
+    names = list(modes)
+    machines = sorted(next(iter(modes.values()))["machines"])
+    header = ["machine", "metric", *names]
+    if {"federated", "centralized"} <= set(names):
+        header.append("fed vs central")
+    if {"federated", "local"} <= set(names):
+        header.append("fed vs local")
+    rows: list[list[str]] = []
+
+    def add(label: str, metric: str, values: dict[str, float]) -> None:
+        row = [label, metric, *(f"{100 * values[n]:.2f}" for n in names)]
+        if "fed vs central" in header:
+            row.append(f"{100 * (values['federated'] - values['centralized']) / values['centralized']:+.2f}%")
+        if "fed vs local" in header:
+            row.append(f"{100 * (values['federated'] - values['local']):+.2f} pt")
+        rows.append(row)
+
+    for m in machines:
+        for metric in ("auc_source", "auc_target", "pauc", "official_score"):
+            add(m, metric, {n: modes[n]["machines"][m][metric] for n in names})
+    add("all", "official_score", {n: modes[n]["official_score"] for n in names})
+    return header, rows
+
+
+def comparison_table(modes: dict[str, dict]) -> Table:
+    header, rows = comparison_rows(modes)
+    table = Table(title="federated vs centralized vs local-only (values in %)")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i < 2 else "right")
+    for row in rows:
+        table.add_row(*row, style="bold" if row[0] == "all" else None)
+    return table
+
+
+def write_comparison_html(run_dir: Path, modes: dict[str, dict], notes: Sequence[str], images: Sequence[str]) -> Path:
+    header, rows = comparison_rows(modes)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    img_html = "".join(f'<p><img src="{html.escape(i)}" alt="{html.escape(i)}"></p>' for i in images)
+    links = "".join(f'<li><a href="{m}/report.html">{m}</a></li>' for m in modes)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>coopasd comparison</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}
+tr:last-child{{font-weight:bold}}</style></head><body><h1>Federated vs centralized vs local-only</h1>
+<ul>{note_html}</ul><table><tr>{head}</tr>{body}</table>{img_html}<h2>Per-mode reports</h2><ul>{links}</ul>
+</body></html>
+"""
+    return write_atomic(Path(run_dir) / "report.html", page)

@@ -7,9 +7,11 @@ import sys
 import typer
 
 from coopasd.cli.baseline import baseline
+from coopasd.cli.compare import compare
 from coopasd.cli.console import err_console, setup_logging
 from coopasd.cli.demo import demo
 from coopasd.cli.evaluate import evaluate
+from coopasd.cli.federate import federate
 from coopasd.cli.pretrain import pretrain_command
 from coopasd.cli.report import report
 from coopasd.cli.score import score
@@ -30,7 +32,7 @@ def _global(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
-for command in (synth, baseline, train, evaluate, score, report, demo):
+for command in (synth, baseline, train, federate, compare, evaluate, score, report, demo):
     app.command()(command)
 app.command("pretrain")(pretrain_command)
 

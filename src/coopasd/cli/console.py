@@ -28,6 +28,10 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
         force=True,
     )
+    # Flower logs through its own handler; keep its INFO chatter out of ours
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.propagate = False
+    flwr_logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""Federation with Flower: factories train one encoder together; only parameters travel."""

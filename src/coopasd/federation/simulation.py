@@ -1,0 +1,66 @@
+"""Flower Simulation Engine: every factory as a virtual SuperNode on this machine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from flwr.app import Context
+
+from coopasd.config import RunConfig
+from coopasd.data.layout import discover_clips
+from coopasd.data.partition import parse_factories
+from coopasd.errors import CoopasdError
+from coopasd.federation.client_app import make_client_app, simulation_settings
+from coopasd.federation.server_app import RESULT_FILE, ServerSettings, make_server_app
+
+log = logging.getLogger(__name__)
+
+
+def run_simulated(
+    cfg: RunConfig,
+    data_dir: Path,
+    run_dir: Path,
+    resume: bool = False,
+    on_round: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run the federation with Flower's Simulation Engine; returns the server's result."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from flwr.simulation import run_simulation
+
+    data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
+    factories = parse_factories(cfg.partition.factories, sorted({c.machine_type for c in discover_clips(data_dir)}))
+    if len(factories) < cfg.federation.min_participants:
+        raise CoopasdError(
+            f"{len(factories)} factories but [federation] min_participants = {cfg.federation.min_participants}"
+        )
+    result_file = run_dir / RESULT_FILE
+    result_file.unlink(missing_ok=True)
+    if not resume:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / "factories", ignore_errors=True)
+
+    def client_settings(context: Context):
+        return simulation_settings(context, cfg, data_dir, factories, run_dir)
+
+    def server_settings(context: Context) -> ServerSettings:
+        return ServerSettings(cfg, run_dir, len(factories), resume, on_round)
+
+    cpus = max(1, os.cpu_count() or 1)
+    run_simulation(
+        server_app=make_server_app(server_settings),
+        client_app=make_client_app(client_settings),
+        num_supernodes=len(factories),
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False},
+        },
+    )
+    if not result_file.exists():
+        raise CoopasdError(f"the federated run ended without a result ({result_file}); see the log above")
+    return json.loads(result_file.read_text()) | {"factory_names": [f.name for f in factories]}
