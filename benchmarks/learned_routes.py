@@ -32,6 +32,7 @@ ROUTES: dict[str, dict[str, dict]] = {
     "pretrained, mean_freq, layer 1": {"detect": {"features": "learned"}},
     "pretrained, no pseudo-anomalies": {"train": {"pseudo_anomalies": False}, "detect": {"features": "learned"}},
     "scratch + logmel fusion": {"model": {"checkpoint": "none"}},
+    "pretrained, no pseudo-anomalies + logmel fusion": {"train": {"pseudo_anomalies": False}},
     "pretrained + logmel fusion (default)": {},
 }
 
