@@ -25,8 +25,13 @@ from tests.test_beats import MICRO
 
 @pytest.fixture(scope="module")
 def three_factories(tmp_path_factory) -> Path:
-    return make_tree(tmp_path_factory.mktemp("fed") / "data", machines=("fan", "valve", "gearbox"),
-                     train_source=6, train_target=2, test_per_domain=6)
+    return make_tree(
+        tmp_path_factory.mktemp("fed") / "data",
+        machines=("fan", "valve", "gearbox"),
+        train_source=6,
+        train_target=2,
+        test_per_domain=6,
+    )
 
 
 def _fed_config(**federation) -> RunConfig:
@@ -122,8 +127,12 @@ def test_resume_after_the_server_is_killed_gives_the_same_final_model(tmp_path, 
     config.write_text(to_toml(cfg))
     reference = run_simulated(cfg, three_factories, tmp_path / "uninterrupted")
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen(_federate_cmd(three_factories, out, config), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _federate_cmd(three_factories, out, config),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (out / "checkpoints" / "latest.pt").exists():
         assert proc.poll() is None, "federate ended before writing its first checkpoint"

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from coopasd.cli.baseline import baseline
+from coopasd.cli.certs import certs
 from coopasd.cli.compare import compare
 from coopasd.cli.console import err_console, setup_logging
 from coopasd.cli.demo import demo
@@ -32,7 +33,7 @@ def _global(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
-for command in (synth, baseline, train, federate, compare, evaluate, score, report, demo):
+for command in (synth, baseline, train, federate, compare, evaluate, score, report, demo, certs):
     app.command()(command)
 app.command("pretrain")(pretrain_command)
 
