@@ -93,7 +93,7 @@ class FederationConfig:
 
     rounds: int = 6  # aggregation rounds
     local_epochs: int = 1  # epochs each factory trains per round (rounds x local_epochs = [train] epochs)
-    strategy: Literal["fedavg", "fedavgm", "fedadam", "fedprox"] = "fedavg"  # server aggregation
+    strategy: Literal["fedavg", "fedavgm", "fedadam", "fedprox"] = "fedavgm"  # server aggregation (ablation: README)
     share: Literal["encoder", "no_norm", "lora"] = "encoder"  # what crosses the wire (heads never do)
     proximal_mu: float = 0.01  # FedProx term (strategy "fedprox")
     server_lr: float = 1.0  # FedAvgM server learning rate / FedAdam eta
@@ -102,6 +102,7 @@ class FederationConfig:
     min_participants: int = 2  # a round is aggregated only when at least this many factories answer
     round_timeout: float = 900.0  # seconds to wait for the factories' replies in a round
     evaluate_every: int = 1  # federated metric every N rounds (per-round curves); 0 = at the end only
+    personalize_epochs: int = 1  # after the last round, each factory fine-tunes the global model locally
     drop_out: str = ""  # fault drill: "factory:round+round;..." makes those factories fail those rounds
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -12,25 +13,14 @@ from coopasd.cli.train import load_config, run_learned_mode
 from coopasd.config import RunConfig, with_overrides
 from coopasd.errors import CoopasdError
 from coopasd.experiment import initial_encoder
-from coopasd.federation.records import shared_keys
+from coopasd.federation.records import transfer_bytes
 from coopasd.report import comparison_table, plot_rounds, write_comparison_html, write_json
 
 
 def exchange_bytes(cfg: RunConfig) -> dict[str, int]:
     """Bytes of one model transfer (one way, one factory) when sharing the full encoder vs LoRA adapters."""
-    encoder, _ = initial_encoder(dataclasses_replace(cfg.model, lora_rank=0), cfg.train.seed)
-    state = encoder.state_dict()
-    full = sum(state[k].numel() * state[k].element_size() for k in shared_keys(encoder, "encoder"))
-    encoder.add_lora(cfg.model.lora_rank or 8)
-    state = encoder.state_dict()
-    lora = sum(state[k].numel() * state[k].element_size() for k in shared_keys(encoder, "lora"))
-    return {"full_encoder": full, f"lora_rank_{cfg.model.lora_rank or 8}": lora}
-
-
-def dataclasses_replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
+    encoder, _ = initial_encoder(dataclasses.replace(cfg.model, lora_rank=0), cfg.train.seed)
+    return transfer_bytes(encoder, cfg.model.lora_rank or 8)
 
 
 def run_comparison(data: Path, out: Path, cfg: RunConfig) -> dict:

@@ -28,6 +28,8 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
         force=True,
     )
+    for chatty in ("alembic", "ray"):  # libraries Flower starts log their set-up at INFO
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     # Flower logs through its own handler; keep its INFO chatter out of ours
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.propagate = False

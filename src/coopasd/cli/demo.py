@@ -8,24 +8,27 @@ from pathlib import Path
 import typer
 
 from coopasd.cli.baseline import baseline
+from coopasd.cli.compare import run_comparison
 from coopasd.cli.console import console
-from coopasd.cli.evaluate import evaluate
 from coopasd.cli.synth import synth
+from coopasd.cli.train import load_config
 from coopasd.data.synth import SynthConfig
+from coopasd.errors import CoopasdError
+from coopasd.report import comparison_table
 
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where data and results go."),
     seed: int = typer.Option(0, help="Seed of the synthetic factories."),
 ) -> None:
-    """Generate the default synthetic factories, score them with the baseline, evaluate, report."""
+    """Synthetic factories -> log-mel floor -> federated vs centralized vs local-only, with reports."""
     data = out / "data"
     if data.exists() and not (data / "synth.json").exists():
-        raise typer.BadParameter(f"{data} exists but is not a synthetic tree; choose another --out")
+        raise CoopasdError(f"{data} exists but is not a synthetic tree; choose another --out")
     if data.exists():
-        shutil.rmtree(data)  # regenerate: cheap and guarantees the default tree
+        shutil.rmtree(data)  # regenerate: cheap, and guarantees the default tree
     d = SynthConfig()
-    console.rule("1/3 synthetic factories")
+    console.rule("1/3 synthetic factories (one machine type per factory)")
     synth(
         data,
         ",".join(d.machines),
@@ -37,8 +40,9 @@ def demo(
         d.test_per_domain,
         False,
     )
-    console.rule("2/3 log-mel kNN baseline")
+    console.rule("2/3 the non-learned floor: log-mel statistics + kNN")
     baseline(data, out / "baseline", None, None, False)
-    console.rule("3/3 evaluation from the submission files")
-    evaluate(out / "baseline", data)
-    console.print(f"report: {out / 'baseline' / 'report.html'}")
+    console.rule("3/3 federated (Flower simulation) vs centralized vs local-only")
+    result = run_comparison(data, out / "compare", load_config(None))
+    console.print(comparison_table(result["summaries"]))
+    console.print(f"reports: {out / 'compare' / 'report.html'} and {out / 'baseline' / 'report.html'}")

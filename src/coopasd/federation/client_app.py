@@ -138,6 +138,16 @@ def handle_evaluate(msg: Message, settings: ClientSettings) -> Message:
     data = load_factory_data(clips, settings.factory, cfg.data)
     head = local["head"] if local else None
     classes = local["classes"] if local else []
+    if final and cfg.federation.personalize_epochs > 0:
+        # personalization: a few local epochs from the final global model, at the last round's learning rate
+        scale = cfg.federation.lr_decay ** (cfg.federation.rounds - 1)
+        tuned = dataclasses.replace(
+            cfg.train,
+            epochs=cfg.federation.personalize_epochs,
+            lr=cfg.train.lr * scale,
+            seed=cfg.train.seed + 7919 + sum(map(ord, settings.factory.name)),
+        )
+        head, classes, _ = train_encoder(encoder, [data], dataclasses.replace(cfg, train=tuned), head_state=head)
     model = build_factory_model(data, encoder, cfg, head, classes, {"mode": "federated", "round": server_round})
     sections = score_factory(model, data)
     values: dict[str, float | int] = {"num-examples": len(data.test_clips)}

@@ -67,3 +67,19 @@ def apply_shared(encoder: nn.Module, shared: dict[str, torch.Tensor]) -> None:
 def record_bytes(record: ArrayRecord) -> int:
     """Payload size of an ArrayRecord's arrays (what one transfer costs, before framing)."""
     return sum(len(array.data) for array in record.values())
+
+
+def transfer_bytes(encoder: nn.Module, lora_rank: int = 8) -> dict[str, int]:
+    """Bytes of one model transfer (one factory, one direction): full encoder vs LoRA adapters.
+
+    ``encoder`` must not carry adapters yet; a copy gets them for the LoRA figure.
+    """
+    import copy
+
+    def size(model: nn.Module, share: Share) -> int:
+        state = model.state_dict()
+        return sum(state[k].numel() * state[k].element_size() for k in shared_keys(model, share))
+
+    with_lora = copy.deepcopy(encoder)
+    with_lora.add_lora(lora_rank)  # type: ignore[operator]
+    return {"full_encoder": size(encoder, "encoder"), f"lora_rank_{lora_rank}": size(with_lora, "lora")}

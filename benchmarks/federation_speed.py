@@ -1,0 +1,90 @@
+"""Seconds per federated round and their split (local training vs Flower and the rest), bytes
+per round for the full encoder vs LoRA adapters, and how round time grows with 2, 4, 8, 16
+factories (Flower Simulation Engine on this machine; factories share its cores).
+
+    .venv/bin/python benchmarks/federation_speed.py [--factories 2,4,8,16] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from coopasd.config import RunConfig, with_overrides
+from coopasd.data.synth import SynthConfig, generate
+from coopasd.experiment import initial_encoder
+from coopasd.federation.records import transfer_bytes
+from coopasd.federation.simulation import run_simulated
+
+
+def factory_tree(root: Path, n: int) -> Path:
+    """``n`` machine folders (copies of five synthetic machines under new names): one per factory."""
+    base = root / "base"
+    generate(SynthConfig(seconds=1.0, train_source=18, train_target=2, test_per_domain=10), base)
+    machines = SynthConfig().machines
+    tree = root / f"tree{n}"
+    for i in range(n):
+        shutil.copytree(base / machines[i % len(machines)], tree / f"{machines[i % len(machines)]}{i:02d}")
+    return tree
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--factories", default="2,4,8,16")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    cfg = with_overrides(RunConfig(), "detect", features="learned")
+    cfg = with_overrides(cfg, "federation", rounds=args.rounds, local_epochs=1, evaluate_every=0)
+    console = Console()
+    cores = os.cpu_count() or 1
+    table = Table(title=f"federated round time on this machine ({cores} cores; 20 x 1 s training clips per factory)")
+    for col in (
+        "factories",
+        "s/round",
+        "local training (s, sum)",
+        "training share",
+        "other (Flower, I/O, startup)",
+        "MB per round (up + down, all factories)",
+    ):
+        table.add_column(col, justify="right")
+    sizes = transfer_bytes(initial_encoder(cfg.model, 0)[0])
+    bytes_one = sizes["full_encoder"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(x) for x in args.factories.split(",")):
+            tree = factory_tree(Path(tmp) / f"n{n}", n)
+            start = time.time()
+            result = run_simulated(cfg, tree, Path(tmp) / f"run{n}")
+            rounds = result["rounds"][1:] or result["rounds"]  # round 1 includes actor start-up
+            per_round = sum(r["seconds"] for r in rounds) / len(rounds)
+            training = sum(sum(r["train_seconds"].values()) for r in rounds) / len(rounds)
+            wall_training = training / min(cores, n)
+            table.add_row(
+                str(n),
+                f"{per_round:.1f}",
+                f"{training:.1f}",
+                f"{wall_training / per_round:.0%}",
+                f"{max(0.0, per_round - wall_training):.1f}",
+                f"{2 * n * bytes_one / 1e6:.1f}",
+            )
+            print(
+                f"{n} factories: {per_round:.1f} s/round, training {training:.1f} s, total {time.time() - start:.0f} s",
+                flush=True,
+            )
+    console.print(table)
+    size = Table(title="bytes per model transfer (one factory, one direction)")
+    size.add_column("what travels")
+    size.add_column("MB", justify="right")
+    for name, value in sizes.items():
+        size.add_row(name, f"{value / 1e6:.3f}")
+    console.print(size)
+
+
+if __name__ == "__main__":
+    main()
