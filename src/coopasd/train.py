@@ -93,7 +93,7 @@ def embed(
 def make_head(encoder: BEATs, n_classes: int, cfg: TrainConfig, pooling: Pooling) -> ArcFace:
     """An ArcFace head over the attribute classes plus, if enabled, one class per pseudo-anomaly kind."""
     extra = len(PSEUDO_ANOMALIES) if cfg.pseudo_anomalies else 0
-    return ArcFace(embedding_dim(encoder, pooling), n_classes + extra, cfg.margin, cfg.scale)
+    return ArcFace(embedding_dim(encoder, pooling), n_classes + extra, cfg.margin, cfg.scale, seed=cfg.seed)
 
 
 def _target_draws(n_source: int, n_target: int, fraction: float) -> int:

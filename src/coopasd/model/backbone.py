@@ -80,8 +80,9 @@ class LoRALinear(nn.Linear):
         self.lora_b: nn.Parameter | None = None
         self.lora_scale = 0.0
 
-    def add_adapter(self, rank: int, alpha: float) -> None:
-        self.lora_a = nn.Parameter(torch.randn(rank, self.in_features) / math.sqrt(self.in_features))
+    def add_adapter(self, rank: int, alpha: float, generator: torch.Generator | None = None) -> None:
+        a = torch.randn(rank, self.in_features, generator=generator) / math.sqrt(self.in_features)
+        self.lora_a = nn.Parameter(a)
         self.lora_b = nn.Parameter(torch.zeros(self.out_features, rank))
         self.lora_scale = alpha / rank
 

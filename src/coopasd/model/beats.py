@@ -191,11 +191,12 @@ class BEATs(nn.Module):
             logits = logits.mean(1)
         return torch.sigmoid(logits)
 
-    def add_lora(self, rank: int, alpha: float | None = None) -> list[str]:
-        """Add LoRA adapters to every attention projection; returns the adapter parameter names."""
+    def add_lora(self, rank: int, alpha: float | None = None, seed: int = 0) -> list[str]:
+        """Add LoRA adapters (seeded init) to every attention projection; returns their parameter names."""
+        generator = torch.Generator().manual_seed(seed)
         for module in self.modules():
             if isinstance(module, LoRALinear):
-                module.add_adapter(rank, alpha if alpha is not None else float(rank))
+                module.add_adapter(rank, alpha if alpha is not None else float(rank), generator)
         return [n for n, _ in self.named_parameters() if ".lora_" in n]
 
 

@@ -16,10 +16,10 @@ class ArcFace(nn.Module):
     embeddings and class centres are L2-normalized, so classes separate by angle.
     """
 
-    def __init__(self, in_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0) -> None:
+    def __init__(self, in_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0, seed: int = 0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_classes, in_dim))
-        nn.init.xavier_uniform_(self.weight)
+        nn.init.xavier_uniform_(self.weight, generator=torch.Generator().manual_seed(seed))
         self.margin = margin
         self.scale = scale
 
