@@ -31,6 +31,15 @@ SETTINGS: dict[str, dict[str, dict]] = {
     "FedAvg, norms local (FedBN-style)": {"federation": {"strategy": "fedavg", "share": "no_norm"}},
     "FedAvgM + 1 local personalization epoch": {"federation": {"strategy": "fedavgm", "personalize_epochs": 1}},
     "FedAvgM + 2 local personalization epochs": {"federation": {"strategy": "fedavgm", "personalize_epochs": 2}},
+    "FedAvgM + personalization, norms local": {
+        "federation": {"strategy": "fedavgm", "personalize_epochs": 1, "share": "no_norm"}
+    },
+    "FedAvgM + personalization, no lr decay": {
+        "federation": {"strategy": "fedavgm", "personalize_epochs": 1, "lr_decay": 1.0}
+    },
+    "FedAvgM + personalization, 2 local epochs per round": {
+        "federation": {"strategy": "fedavgm", "personalize_epochs": 1, "local_epochs": 2}
+    },
     "FedAvg, LoRA rank 8 only (backbone frozen)": {
         "federation": {"strategy": "fedavg", "share": "lora"},
         "model": {"lora_rank": 8},
