@@ -39,7 +39,7 @@ class BaselineConfig:
 class TrainConfig:
     """Local training settings."""
 
-    epochs: int = 6  # passes over the participant's clips (per federated round: local epochs)
+    epochs: int = 10  # passes over the participant's clips (centralized, local-only)
     batch_size: int = 16  # clips per step
     lr: float = 3e-4  # peak AdamW learning rate
     weight_decay: float = 0.01  # AdamW weight decay
@@ -91,7 +91,7 @@ class PartitionConfig:
 class FederationConfig:
     """Federated training with Flower."""
 
-    rounds: int = 6  # aggregation rounds
+    rounds: int = 10  # aggregation rounds
     local_epochs: int = 1  # epochs each factory trains per round (rounds x local_epochs = [train] epochs)
     strategy: Literal["fedavg", "fedavgm", "fedadam", "fedprox"] = "fedavgm"  # server aggregation (ablation: README)
     share: Literal["encoder", "no_norm", "lora"] = "encoder"  # what crosses the wire (heads never do)
