@@ -13,14 +13,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from coopasd.config import DataConfig, ModelConfig, RunConfig
+from coopasd.config import DataConfig, ModelConfig, RunConfig, to_toml
 from coopasd.data.audio import load_many
 from coopasd.data.layout import Clip, group_by_machine_section
 from coopasd.data.partition import Factory
@@ -28,6 +28,7 @@ from coopasd.evaluation import ScoredRun, SectionScores
 from coopasd.model.beats import BEATs, load_beats, preset
 from coopasd.model.factory import FactoryModel, clip_features, fit_detector, section_key
 from coopasd.pretrain import DEFAULT_CHECKPOINT
+from coopasd.report import write_run
 from coopasd.train import EpochStats, make_head, steps_per_run, train_local
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ def class_name(clip: Clip) -> str:
     return f"{clip.machine_type}/{clip.section}/{clip.attribute_string or '-'}"
 
 
-def class_labels(clips: Sequence[Clip], classes: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    names = sorted({class_name(c) for c in clips}) if classes is None else list(classes)
+def class_labels(clips: Sequence[Clip]) -> tuple[np.ndarray, list[str]]:
+    """Class ids of ``clips`` and the sorted class names they index."""
+    names = sorted({class_name(c) for c in clips})
     index = {n: i for i, n in enumerate(names)}
     return np.array([index[class_name(c)] for c in clips], dtype=np.int64), names
 
@@ -128,14 +130,19 @@ def training_steps(datas: Sequence[FactoryData], cfg: RunConfig) -> int:
     return steps_per_run(n, int(sum(d.is_target.sum() for d in datas)), cfg.train)
 
 
+def _sections(clips: Sequence[Clip]) -> Iterator[tuple[tuple[str, str], list[Clip], np.ndarray]]:
+    """Each (machine type, section) of ``clips`` with its clips and its row mask into ``clips``."""
+    for key, group in group_by_machine_section(clips).items():
+        yield key, group, np.array([(c.machine_type, c.section) == key for c in clips])
+
+
 def build_factory_model(
     data: FactoryData, encoder: BEATs, cfg: RunConfig, head_state: dict | None, classes: list[str], meta: dict
 ) -> FactoryModel:
     """Memory banks of the factory's normal clips per machine type and section, with ``encoder``."""
     features = clip_features(encoder, data.train_waves, cfg.model, cfg.detect, cfg.train.device)
     detectors = {}
-    for machine, section in group_by_machine_section(data.train_clips):
-        rows = np.array([c.machine_type == machine and c.section == section for c in data.train_clips])
+    for (machine, section), _, rows in _sections(data.train_clips):
         detectors[section_key(machine, section)] = fit_detector(
             {k: v[rows] for k, v in features.items()}, data.is_target[rows], cfg.detect
         )
@@ -148,8 +155,7 @@ def score_factory(model: FactoryModel, data: FactoryData) -> list[SectionScores]
     """Score the factory's own test clips, per machine type and section."""
     features = model.features(data.test_waves)
     out = []
-    for (machine, section), group in group_by_machine_section(data.test_clips).items():
-        rows = np.array([c.machine_type == machine and c.section == section for c in data.test_clips])
+    for (machine, section), group, rows in _sections(data.test_clips):
         det = model.detectors.get(section_key(machine, section))
         if det is None:
             log.warning(
@@ -209,9 +215,6 @@ def load_all(
 
 def write_mode_run(out: Path, mode: str, result: ModeResult, cfg: RunConfig, data_dir: Path) -> dict | None:
     """Run directory of one mode: submission, metrics (with training history), report, models/."""
-    from coopasd.config import to_toml
-    from coopasd.report import write_run
-
     notes = [
         f"mode: {mode}",
         f"data: {data_dir}",

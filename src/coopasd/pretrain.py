@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from coopasd.config import TrainConfig
@@ -65,7 +66,7 @@ def pretrain(
     torch.manual_seed(cfg.train.seed)
     encoder = BEATs(preset(cfg.preset))
     head = make_head(encoder, cfg.corpus.n_classes, cfg.train, cfg.pooling)
-    is_target = torch.zeros(len(labels), dtype=torch.bool).numpy()
+    is_target = np.zeros(len(labels), dtype=bool)
     history = train_local(encoder, head, waves, labels, is_target, cfg.train, cfg.pooling, cfg.layer, train_progress)
     state = encoder.state_dict()
     if cfg.half_precision:

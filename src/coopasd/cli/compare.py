@@ -54,7 +54,7 @@ def run_comparison(data: Path, out: Path, cfg: RunConfig) -> dict:
         "bytes per model transfer: "
         + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in comparison["bytes_per_transfer"].items()),
     ]
-    write_comparison_html(out, {m: s for m, s in modes.items()}, notes, ["rounds.png"])
+    write_comparison_html(out, modes, notes, ["rounds.png"])
     return comparison | {"summaries": modes}
 
 

@@ -51,11 +51,8 @@ def run_federated(data: Path, out: Path, cfg: RunConfig, resume: bool = False) -
     from coopasd.federation.simulation import run_simulated
 
     with progress_bar("federated rounds", cfg.federation.rounds) as advance:
-        done = 0
 
         def on_round(entry: dict) -> None:
-            nonlocal done
-            done += 1
             score = entry.get("official_score")
             console.print(
                 f"round {entry['round']}: {entry['answered']}/{entry['asked']} factories, "

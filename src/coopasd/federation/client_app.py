@@ -10,7 +10,6 @@ score its own test clips and reply with metric values only.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +31,6 @@ from coopasd.federation.checkpoint import params_hash
 from coopasd.federation.records import apply_shared, from_record, shared_keys, to_record
 from coopasd.model.beats import BEATs
 from coopasd.report import write_submission
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

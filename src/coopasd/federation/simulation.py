@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -17,8 +16,6 @@ from coopasd.data.partition import parse_factories
 from coopasd.errors import CoopasdError
 from coopasd.federation.client_app import make_client_app, simulation_settings
 from coopasd.federation.server_app import RESULT_FILE, ServerSettings, make_server_app
-
-log = logging.getLogger(__name__)
 
 
 def run_simulated(
