@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from coopasd.config import RunConfig, with_overrides
+from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
-from coopasd.experiment import load_all, run_centralized, run_local
 from coopasd.federation.simulation import run_simulated
-from coopasd.metrics import summarize
+from coopasd.pipeline import run_centralized, run_local
 
 SETTINGS: dict[str, dict[str, dict]] = {
     "FedAvg (sample-weighted), full encoder": {"federation": {"strategy": "fedavg"}},
@@ -72,7 +72,7 @@ def main() -> None:
         clips = discover_clips(args.data)
         datas = load_all(clips, parse_factories("", sorted({c.machine_type for c in clips})), base.data)
         for name, run in (("centralized (reference)", run_centralized), ("local-only (reference)", run_local)):
-            score = summarize(run(datas, base).run.section_metrics())["official_score"]
+            score = run(datas, base).summary()["official_score"]
             print(f"{name} | {100 * score:.2f}", flush=True)
             table.add_row(name, f"{100 * score:.2f}", "", "")
     wanted = [s.strip() for s in args.settings.split(";") if s.strip()] or list(SETTINGS)
@@ -80,7 +80,7 @@ def main() -> None:
         cfg = configure(base, SETTINGS[name])
         start = time.time()
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_simulated(cfg, args.data, Path(tmp))
+            result, _ = run_simulated(cfg, args.data, Path(tmp))
         rounds = result["rounds"]
         per_round = sum(r["seconds"] for r in rounds) / len(rounds)
         up = sum(sum(r["bytes_up"].values()) / max(1, len(r["bytes_up"])) for r in rounds) / len(rounds)

@@ -19,9 +19,9 @@ from rich.table import Table
 
 from coopasd.config import RunConfig, with_overrides
 from coopasd.data.synth import SynthConfig, generate
-from coopasd.experiment import initial_encoder
 from coopasd.federation.records import transfer_bytes
 from coopasd.federation.simulation import run_simulated
+from coopasd.model.checkpoint import initial_encoder
 
 
 def factory_tree(root: Path, n: int) -> Path:
@@ -60,7 +60,7 @@ def main() -> None:
         for n in (int(x) for x in args.factories.split(",")):
             tree = factory_tree(Path(tmp) / f"n{n}", n)
             start = time.time()
-            result = run_simulated(cfg, tree, Path(tmp) / f"run{n}")
+            result, _ = run_simulated(cfg, tree, Path(tmp) / f"run{n}")
             rounds = result["rounds"][1:] or result["rounds"]  # round 1 includes actor start-up
             per_round = sum(r["seconds"] for r in rounds) / len(rounds)
             training = sum(sum(r["train_seconds"].values()) for r in rounds) / len(rounds)

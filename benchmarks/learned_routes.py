@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from coopasd.config import RunConfig, with_overrides
+from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
-from coopasd.experiment import load_all, run_centralized, run_local
+from coopasd.pipeline import run_centralized, run_local
 
 ROUTES: dict[str, dict[str, dict]] = {
     "logmel kNN (floor)": {"detect": {"features": "logmel"}},
@@ -66,9 +67,7 @@ def main() -> None:
         for mode in args.modes.split(","):
             start = time.time()
             result = (run_centralized if mode == "centralized" else run_local)(datas, cfg)
-            from coopasd.metrics import summarize
-
-            summary = summarize(result.run.section_metrics())
+            summary = result.summary()
             row = [f"{100 * summary['machines'][m]['official_score']:.1f}" for m in machines]
             table.add_row(name, mode, f"{100 * summary['official_score']:.2f}", *row, f"{time.time() - start:.0f}")
             print(f"{name} | {mode} | {100 * summary['official_score']:.2f} | " + " ".join(row), flush=True)

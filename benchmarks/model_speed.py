@@ -37,9 +37,10 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
 def _measure(preset_name: str, task: str, seconds: float, batch: int, queue) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from coopasd.config import TrainConfig
+    from coopasd.config import ModelConfig, TrainConfig
+    from coopasd.embed import clip_embeddings
     from coopasd.model.beats import BEATs, preset
-    from coopasd.train import clip_embeddings, make_head, train_local
+    from coopasd.train import TrainingSet, make_head, train_local
 
     torch.manual_seed(0)
     encoder = BEATs(preset(preset_name))
@@ -59,14 +60,15 @@ def _measure(preset_name: str, task: str, seconds: float, batch: int, queue) -> 
         return
     cfg = TrainConfig(epochs=1, batch_size=batch, crop_seconds=0.0, pseudo_anomalies=False, target_fraction=0.0)
     head = make_head(encoder, 10, cfg, "mean")
+    mean = ModelConfig(pooling="mean", layer=-1)
     steps = 3 if preset_name == "tiny" else 1
     data = np.random.default_rng(0).normal(scale=0.1, size=(batch * steps, waves.shape[1])).astype(np.float32)
     labels = np.arange(len(data)) % 10
     with FlopCounterMode(display=False) as counter:
-        train_local(encoder, head, data[:batch], labels[:batch], np.zeros(batch, bool), cfg)
+        train_local(encoder, head, TrainingSet(data[:batch], labels[:batch], np.zeros(batch, bool)), mean, cfg)
     flops_per_step = counter.get_total_flops()
     start = time.perf_counter()
-    train_local(encoder, head, data, labels, np.zeros(len(data), bool), cfg)
+    train_local(encoder, head, TrainingSet(data, labels, np.zeros(len(data), bool)), mean, cfg)
     elapsed = (time.perf_counter() - start) / steps
     queue.put({"rate": 1 / elapsed, "unit": "steps/s", "flops": flops_per_step / elapsed, "peak": _peak_mib()})
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coopasd.model.beats import BEATs, BEATsConfig, load_beats, pool, preset
-from coopasd.model.checkpoint import CheckpointError, save_checkpoint
+from coopasd.model.beats import BEATs, BEATsConfig, pool, preset
+from coopasd.model.checkpoint import CheckpointError, checkpoint_bytes, load_beats
 
 MICRO = BEATsConfig(  # an official-shaped config, small enough for fast tests
     embed_dim=32,
@@ -168,6 +168,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 def test_our_checkpoint_writer_is_atomic_and_loadable(tmp_path):
     model = BEATs(MICRO)
-    path = save_checkpoint(tmp_path / "enc.pt", MICRO.to_dict(), model.state_dict(), {"note": "x"})
+    path = tmp_path / "enc.pt"
+    path.write_bytes(checkpoint_bytes(MICRO.to_dict(), model.state_dict(), {"note": "x"}))
     assert load_beats(path).cfg == MICRO
     assert not list(tmp_path.glob(".*tmp"))

@@ -3,25 +3,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coopasd.detect import KnnConfig, KnnDetector
+from coopasd.config import DetectConfig
+from coopasd.detect import KnnDetector
 
 
 def test_euclidean_1nn_without_normalization_gives_plain_distances():
     source = np.array([[0.0, 0.0], [10.0, 0.0]])
     target = np.array([[0.0, 5.0]])
-    det = KnnDetector(KnnConfig(metric="euclidean", normalize="none")).fit(source, target)
+    det = KnnDetector(DetectConfig(metric="euclidean", normalize="none", standardize=False)).fit(source, target)
     # (1,0): 1 from source, sqrt(26) from target -> 1; (0,4): 4 from source, 1 from target -> 1
     assert det.score(np.array([[1.0, 0.0], [0.0, 4.0], [5.0, 0.0]])).tolist() == pytest.approx([1.0, 1.0, 5.0])
 
 
 def test_k_averages_the_k_nearest():
     source = np.array([[0.0], [1.0], [3.0]])
-    det = KnnDetector(KnnConfig(k=2, metric="euclidean", normalize="none")).fit(source)
+    det = KnnDetector(DetectConfig(k=2, metric="euclidean", normalize="none", standardize=False)).fit(source)
     assert det.score(np.array([[0.0]]))[0] == pytest.approx(0.5)
 
 
 def test_cosine_distance_ignores_scale():
-    det = KnnDetector(KnnConfig(metric="cosine", normalize="none")).fit(np.array([[1.0, 0.0]]))
+    det = KnnDetector(DetectConfig(metric="cosine", normalize="none", standardize=False)).fit(np.array([[1.0, 0.0]]))
     assert det.score(np.array([[5.0, 0.0], [0.0, 2.0]])).tolist() == pytest.approx([0.0, 1.0], abs=1e-6)
 
 
@@ -29,7 +30,7 @@ def test_loo_normalization_puts_banks_on_one_scale():
     # a tight target bank and a loose source bank: raw distance 1 means different things
     source = np.array([[0.0], [10.0], [20.0]])  # leave-one-out distances 10, 10, 10
     target = np.array([[100.0], [101.0]])  # leave-one-out distances 1, 1
-    det = KnnDetector(KnnConfig(metric="euclidean", normalize="loo")).fit(source, target)
+    det = KnnDetector(DetectConfig(metric="euclidean", normalize="loo", standardize=False)).fit(source, target)
     assert det.scales == {"source": pytest.approx(10.0), "target": pytest.approx(1.0)}
     scores = det.bank_distances(np.array([[5.0], [103.0]]))
     assert scores["source"][0] == pytest.approx(0.5) and scores["target"][1] == pytest.approx(2.0)
@@ -38,7 +39,7 @@ def test_loo_normalization_puts_banks_on_one_scale():
 
 def test_scoring_one_clip_alone_equals_scoring_it_in_a_batch():
     rng = np.random.default_rng(0)
-    det = KnnDetector(KnnConfig(metric="euclidean", standardize=True)).fit(
+    det = KnnDetector(DetectConfig(metric="euclidean", standardize=True)).fit(
         rng.normal(size=(30, 8)), rng.normal(size=(5, 8))
     )
     batch = rng.normal(size=(7, 8))
@@ -49,7 +50,7 @@ def test_scoring_one_clip_alone_equals_scoring_it_in_a_batch():
 def test_training_scores_are_leave_one_out_and_threshold_separates():
     rng = np.random.default_rng(1)
     source = rng.normal(size=(200, 4))
-    det = KnnDetector(KnnConfig(metric="euclidean")).fit(source, rng.normal(size=(10, 4)))
+    det = KnnDetector(DetectConfig(metric="euclidean", standardize=False)).fit(source, rng.normal(size=(10, 4)))
     train = det.training_scores()
     assert train.shape == (210,) and (train > 0).all()  # no clip matched itself
     assert 0.8 < np.mean(train <= det.threshold) < 0.97  # ~90% of normal training clips pass

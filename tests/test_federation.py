@@ -19,6 +19,8 @@ from coopasd.federation.checkpoint import GlobalCheckpoint, params_hash
 from coopasd.federation.records import apply_shared, from_record, shared_keys, to_record
 from coopasd.federation.strategy import make_strategy, restore_strategy_state, strategy_state
 from coopasd.model.beats import BEATs
+from coopasd.report import write_run
+from coopasd.results import ModeResult
 from tests.helpers import make_tree
 from tests.test_beats import MICRO
 
@@ -99,7 +101,7 @@ def test_dropouts_do_not_stop_rounds_and_rejoiners_get_the_current_model(tmp_pat
     # round 1: fan fails (2 of 3 answer: aggregated); round 2: fan and valve fail (1 < minimum 2:
     # global model kept); round 3: everyone is back and starts from the current global model
     cfg = _fed_config(rounds=3, min_participants=2, evaluate_every=0, drop_out="fan:1;valve:2;fan:2")
-    result = run_simulated(cfg, three_factories, tmp_path / "run")
+    result, factories = run_simulated(cfg, three_factories, tmp_path / "run")
     r1, r2, r3 = result["rounds"]
     assert (r1["answered"], r1["aggregated"]) == (2, True) and set(r1["bytes_up"]) == {"valve", "gearbox"}
     assert (r2["answered"], r2["aggregated"]) == (1, False) and r2["global_hash"] == r1["global_hash"]
@@ -112,6 +114,14 @@ def test_dropouts_do_not_stop_rounds_and_rejoiners_get_the_current_model(tmp_pat
     for name in ("fan", "valve", "gearbox"):
         own = tmp_path / "run" / "factories" / name
         assert (own / "model.pt").exists() and list((own / "submission").glob("anomaly_score_*.csv"))
+    # the run directory is filled from the factories' own results by the writer of every mode; its
+    # official score (from the scores) equals the one the server computed from metric values alone
+    assert [f.name for f in factories] == ["fan", "gearbox", "valve"]
+    mode = ModeResult.of_factories("federated", factories, {"rounds": result["rounds"]})
+    summary = write_run(tmp_path / "out", mode, cfg, three_factories)
+    assert summary is not None and summary["official_score"] == pytest.approx(result["official_score"], abs=1e-12)
+    assert sorted(p.name for p in (tmp_path / "out" / "models").iterdir()) == ["fan.pt", "gearbox.pt", "valve.pt"]
+    assert (tmp_path / "out" / "rounds.png").exists() and (tmp_path / "out" / "report.html").exists()
 
 
 def _federate_cmd(data: Path, out: Path, config: Path, *extra: str) -> list[str]:
@@ -125,7 +135,7 @@ def test_resume_after_the_server_is_killed_gives_the_same_final_model(tmp_path, 
     cfg = _fed_config(rounds=2, evaluate_every=0)
     config = tmp_path / "run.toml"
     config.write_text(to_toml(cfg))
-    reference = run_simulated(cfg, three_factories, tmp_path / "uninterrupted")
+    reference, _ = run_simulated(cfg, three_factories, tmp_path / "uninterrupted")
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(
         _federate_cmd(three_factories, out, config),
@@ -142,7 +152,7 @@ def test_resume_after_the_server_is_killed_gives_the_same_final_model(tmp_path, 
     proc.wait()
     assert not (out / "federation.json").exists()
     assert GlobalCheckpoint.load(out / "checkpoints" / "latest.pt").round == 1
-    resumed = run_simulated(cfg, three_factories, out, resume=True)
+    resumed, _ = run_simulated(cfg, three_factories, out, resume=True)
     assert [r["round"] for r in resumed["rounds"]] == [1, 2]
     assert resumed["final_hash"] == reference["final_hash"]
     ckpt = GlobalCheckpoint.load(out / "checkpoints" / "latest.pt")

@@ -7,8 +7,9 @@ import torch
 
 from coopasd.config import TrainConfig
 from coopasd.data.corpus import CORPUS_SEED_OFFSET, CorpusConfig, generate_corpus, render_corpus_clip
-from coopasd.model.beats import load_beats
-from coopasd.pretrain import DEFAULT_CHECKPOINT, PretrainConfig, file_sha256, pretrain
+from coopasd.model.checkpoint import DEFAULT_CHECKPOINT, load_beats
+from coopasd.pretrain import PretrainConfig, file_sha256, pretrain
+from coopasd.report import write_pretrained
 from tests.test_cli import run_cli
 
 
@@ -27,7 +28,7 @@ def test_pretrain_writes_a_loadable_self_describing_checkpoint(tmp_path):
         corpus=CorpusConfig(kinds=2, conditions=2, clips_per_class=3, seconds=0.5),
         train=TrainConfig(epochs=1, batch_size=6, target_fraction=0.0, crop_seconds=0.0),
     )
-    meta = pretrain(cfg, tmp_path / "enc.pt", command="coopasd pretrain --test")
+    meta = write_pretrained(tmp_path / "enc.pt", *pretrain(cfg, command="coopasd pretrain --test"))
     assert meta["sha256"] == file_sha256(tmp_path / "enc.pt")
     assert meta["corpus"]["clips"] == 12 and meta["command"] == "coopasd pretrain --test"
     encoder = load_beats(tmp_path / "enc.pt")

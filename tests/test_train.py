@@ -5,11 +5,14 @@ import pytest
 import torch
 
 from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
-from coopasd.config import TrainConfig
+from coopasd.config import ModelConfig, TrainConfig
+from coopasd.embed import embed, pick_device
 from coopasd.model.beats import BEATs
 from coopasd.model.heads import ArcFace
-from coopasd.train import _epoch_indices, embed, make_head, pick_device, steps_per_run, train_local
+from coopasd.train import TrainingSet, _epoch_indices, make_head, steps_per_run, train_local
 from tests.test_beats import MICRO
+
+MEAN_OF_LAST_LAYER = ModelConfig(pooling="mean", layer=-1)
 
 
 def _toy_data(n_per_class=12, classes=3, seconds=0.5, seed=0):
@@ -50,7 +53,7 @@ def test_training_learns_a_separable_task_and_is_seeded():
     torch.manual_seed(0)
     enc = BEATs(MICRO)
     head = make_head(enc, 3, cfg, "mean")
-    history = train_local(enc, head, waves, labels, np.zeros(len(labels), bool), cfg)
+    history = train_local(enc, head, TrainingSet(waves, labels, np.zeros(len(labels), bool)), MEAN_OF_LAST_LAYER, cfg)
     assert len(history) == 10
     assert history[-1].loss < history[0].loss
     assert history[-1].accuracy >= 0.8
@@ -62,7 +65,9 @@ def test_training_learns_a_separable_task_and_is_seeded():
     torch.manual_seed(0)
     enc2 = BEATs(MICRO)
     head2 = make_head(enc2, 3, cfg, "mean")
-    history2 = train_local(enc2, head2, waves, labels, np.zeros(len(labels), bool), cfg)
+    history2 = train_local(
+        enc2, head2, TrainingSet(waves, labels, np.zeros(len(labels), bool)), MEAN_OF_LAST_LAYER, cfg
+    )
     assert [h.loss for h in history2] == pytest.approx([h.loss for h in history])
 
 
@@ -97,7 +102,8 @@ def test_fedprox_term_keeps_weights_near_the_global_model():
         enc = BEATs(MICRO)
         start = {k: v.clone() for k, v in enc.named_parameters()}
         cfg = TrainConfig(epochs=2, batch_size=6, lr=3e-3, crop_seconds=0.0, proximal_mu=mu, pseudo_anomalies=False)
-        train_local(enc, make_head(enc, 2, cfg, "mean"), waves, labels, np.zeros(12, bool), cfg, global_params=start)
+        data = TrainingSet(waves, labels, np.zeros(12, bool))
+        train_local(enc, make_head(enc, 2, cfg, "mean"), data, MEAN_OF_LAST_LAYER, cfg, global_params=start)
         drift[mu] = sum(float((p - start[k]).pow(2).sum()) for k, p in enc.named_parameters())
     assert drift[100.0] < drift[0.0]
 

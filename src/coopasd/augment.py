@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from coopasd.config import SAMPLE_RATE
+
 PSEUDO_ANOMALIES = ("band_gain", "tone", "clicks", "modulation", "noise_burst")
 
 
@@ -37,7 +39,7 @@ def _band_noise(n: int, lo: float, hi: float, sr: int, g: torch.Generator) -> to
     return x / (x.pow(2).mean().sqrt() + 1e-9)
 
 
-def pseudo_anomaly(wave: torch.Tensor, kind: str, g: torch.Generator, sr: int = 16_000, strength: float = 0.3):
+def pseudo_anomaly(wave: torch.Tensor, kind: str, g: torch.Generator, sr: int = SAMPLE_RATE, strength: float = 0.3):
     """Perturb one normal waveform ``(samples,)`` with a generic fault signature of ``kind``."""
     n = wave.shape[0]
     rms = wave.pow(2).mean().sqrt() + 1e-9

@@ -11,28 +11,23 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from coopasd.config import BaselineConfig, DataConfig
+from coopasd.config import BaselineConfig, DataConfig, DetectConfig
 from coopasd.data.audio import load_many
 from coopasd.data.layout import Clip, group_by_machine_section
-from coopasd.detect import KnnConfig, KnnDetector
+from coopasd.detect import KnnDetector
+from coopasd.embed import logmel_features
 from coopasd.errors import LayoutError
 from coopasd.evaluation import ScoredRun, SectionScores
-from coopasd.features import logmel_statistics
 
 
-def clip_features(
+def _load_features(
     clips: Sequence[Clip], data: DataConfig, progress: Callable[[int], None] | None = None
 ) -> tuple[np.ndarray, list[Clip], list[str]]:
     """Log-mel statistics of the clips that load; returns features, kept clips, skipped messages."""
     loaded = load_many([c.path for c in clips], data.sample_rate, data.seconds, data.on_error, progress)
     by_path = {c.path: c for c in clips}
     kept = [by_path[p] for p in loaded.paths]
-    feats = (
-        np.concatenate([logmel_statistics(loaded.waves[i : i + 64]) for i in range(0, len(kept), 64)])
-        if kept
-        else np.zeros((0, 256), np.float32)
-    )
-    return feats, kept, [str(e) for e in loaded.skipped]
+    return logmel_features(loaded.waves), kept, [str(e) for e in loaded.skipped]
 
 
 def run_baseline(
@@ -47,14 +42,16 @@ def run_baseline(
     for (machine, section), group in group_by_machine_section(clips).items():
         train = [c for c in group if c.split == "train" and c.label == "normal"]
         test = [c for c in group if c.split == "test"]
-        feats, kept, bad = clip_features(train + test, data, progress)
+        feats, kept, bad = _load_features(train + test, data, progress)
         skipped += bad
         is_train = np.array([c.split == "train" for c in kept], dtype=bool)
         source = feats[is_train & np.array([c.domain == "source" for c in kept])]
         target = feats[is_train & np.array([c.domain == "target" for c in kept])]
         if len(source) == 0:
             raise LayoutError(group[0].path.parent.parent, f"{machine} section {section}: no source training clips")
-        detector = KnnDetector(KnnConfig(k=cfg.k, metric="euclidean", standardize=True, normalize=cfg.normalize))
+        detector = KnnDetector(
+            DetectConfig(features="logmel", metric="euclidean", standardize=True, k=cfg.k, normalize=cfg.normalize)
+        )
         detector.fit(source, target)
         test_kept = [c for c in kept if c.split == "test"]
         scores = detector.score(feats[~is_train]) if test_kept else np.zeros(0)
@@ -62,4 +59,4 @@ def run_baseline(
     return ScoredRun(sections, skipped)
 
 
-__all__ = ["clip_features", "run_baseline"]
+__all__ = ["run_baseline"]

@@ -17,12 +17,14 @@ import tomli_w
 
 from coopasd.errors import ConfigError
 
+SAMPLE_RATE = 16_000  # Hz: the rate every encoder and feature of coopasd works at (BEATs' fbank)
+
 
 @dataclass(frozen=True)
 class DataConfig:
     """How clips are read."""
 
-    sample_rate: int = 16_000  # Hz; other rates are resampled
+    sample_rate: int = SAMPLE_RATE  # Hz; other rates are resampled
     seconds: float = 2.0  # clip length after crop/tile (see coopasd.data.audio)
     on_error: Literal["raise", "skip"] = "raise"  # bad clips: fail listing all, or skip and count
 
@@ -71,12 +73,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """The kNN detector that scores clips."""
+    """The kNN detector that scores clips (one source and one target memory bank per section)."""
 
     features: Literal["fusion", "learned", "logmel"] = "fusion"  # which embeddings the banks hold
     metric: Literal["euclidean", "cosine"] = "euclidean"  # distance between learned embeddings
     standardize: bool = True  # z-score learned embeddings with the training clips' statistics first
     k: int = 1  # neighbours per bank
+    normalize: Literal["loo", "none"] = "loo"  # divide each bank's distances by its leave-one-out median
     threshold_quantile: float = 0.9  # of the training scores' gamma fit -> decision threshold
 
 
@@ -171,6 +174,31 @@ def load_run_config(path: Path | None) -> RunConfig:
         return build(RunConfig, values)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
+
+
+def load_config(path: Path | None = None, **sections: dict[str, Any]) -> RunConfig:
+    """The effective run config: the TOML file (or the defaults) with flag values on top.
+
+    ``sections`` maps a section name to the values given on the command line; ``None`` values
+    (flags that were not given) are ignored, e.g. ``load_config(path, train={"epochs": None})``.
+    """
+    config = load_run_config(path)
+    for section, values in sections.items():
+        if section not in {f.name for f in dataclasses.fields(RunConfig)}:
+            raise ConfigError(f"unknown config section [{section}]")
+        config = with_overrides(config, section, **values)
+    return config
+
+
+def failing_rounds(spec: str, factory: str) -> set[int]:
+    """Rounds in which ``factory`` fails on purpose, from ``[federation] drop_out`` ("name:1+2;...")."""
+    rounds: set[int] = set()
+    for part in spec.split(";"):
+        if ":" in part:
+            name, numbers = part.split(":", 1)
+            if name.strip() == factory:
+                rounds.update(int(r) for r in numbers.split("+") if r.strip())
+    return rounds
 
 
 def with_overrides(config: RunConfig, section: str, **values: Any) -> RunConfig:

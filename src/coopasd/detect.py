@@ -1,4 +1,5 @@
-"""k-nearest-neighbour anomaly detector over a factory's normal embeddings.
+"""k-nearest-neighbour anomaly detectors over a factory's normal embeddings, and the saved
+factory detector (:class:`FactoryModel`: encoder + embedding recipe + memory banks + thresholds).
 
 Two memory banks per machine type and section: the source-domain and the target-domain
 normal training clips. A clip's distance to a bank is the mean distance to its k nearest
@@ -13,29 +14,24 @@ the empirical quantile is used where the fit fails.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import scipy.stats
 import torch
 
+from coopasd.config import DataConfig, DetectConfig, ModelConfig, build
+from coopasd.embed import clip_features
+from coopasd.model.beats import BEATs, BEATsConfig
+from coopasd.model.checkpoint import CheckpointError, checkpoint_bytes, load_state_strict, read_checkpoint
+
 log = logging.getLogger(__name__)
 
 Metric = Literal["cosine", "euclidean"]
-Normalize = Literal["loo", "none"]
-
-
-@dataclass(frozen=True)
-class KnnConfig:
-    """Detector settings."""
-
-    k: int = 1  # neighbours averaged per bank
-    metric: Metric = "cosine"  # distance between embeddings
-    standardize: bool = False  # z-score features with the training clips' mean/std first
-    normalize: Normalize = "loo"  # divide each bank's distances by its leave-one-out median
-    threshold_quantile: float = 0.9  # quantile of training scores that separates normal/anomaly
 
 
 def _prepare(x: torch.Tensor, metric: Metric) -> torch.Tensor:
@@ -54,9 +50,13 @@ def _knn_mean(dist: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class KnnDetector:
-    """Fit on normal embeddings of one machine type and section; score any clip alone."""
+    """Fit on normal embeddings of one machine type and section; score any clip alone.
 
-    def __init__(self, config: KnnConfig = KnnConfig()) -> None:
+    Settings from :class:`DetectConfig`: ``k``, ``metric``, ``standardize``, ``normalize``,
+    ``threshold_quantile`` (``features`` is the caller's business).
+    """
+
+    def __init__(self, config: DetectConfig = DetectConfig()) -> None:
         self.config = config
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
@@ -149,7 +149,7 @@ class KnnDetector:
 def detector_state(det: KnnDetector) -> dict:
     """Everything needed to rebuild a fitted detector (tensors and plain values)."""
     return {
-        "config": dict(vars(det.config)),
+        "config": dataclasses.asdict(det.config),
         "mean": det.mean,
         "std": det.std,
         "banks": dict(det.banks),
@@ -159,7 +159,7 @@ def detector_state(det: KnnDetector) -> dict:
 
 
 def detector_from_state(state: dict) -> KnnDetector:
-    det = KnnDetector(KnnConfig(**state["config"]))
+    det = KnnDetector(build(DetectConfig, state["config"], "detect"))
     det.mean, det.std = state["mean"], state["std"]
     det.banks, det.scales, det.threshold = dict(state["banks"]), dict(state["scales"]), float(state["threshold"])
     return det
@@ -204,3 +204,90 @@ class FusedDetector:
         obj.threshold_quantile = state["threshold_quantile"]
         obj.threshold = float(state["threshold"])
         return obj
+
+
+def section_key(machine_type: str, section: str) -> str:
+    return f"{machine_type}/{section}"
+
+
+def member_settings(name: str, cfg: DetectConfig) -> DetectConfig:
+    """The ``learned`` member follows ``[detect]``; the ``logmel`` member is always z-scored Euclidean."""
+    if name == "learned":
+        return cfg
+    return dataclasses.replace(cfg, metric="euclidean", standardize=True)
+
+
+def fit_detector(features: dict[str, np.ndarray], is_target: np.ndarray, cfg: DetectConfig) -> FusedDetector:
+    """Fit one member per feature set on a section's normal training clips (source and target banks)."""
+    members = {
+        name: KnnDetector(member_settings(name, cfg)).fit(feats[~is_target], feats[is_target])
+        for name, feats in features.items()
+    }
+    return FusedDetector(members, cfg.threshold_quantile)
+
+
+@dataclass
+class FactoryModel:
+    """What one factory keeps and uses to score its clips.
+
+    One file, loadable alone (:meth:`load`); it is also a valid encoder checkpoint for
+    :func:`coopasd.model.checkpoint.load_beats` (``cfg`` + ``model`` at the top level).
+    """
+
+    name: str
+    encoder: BEATs
+    model_cfg: ModelConfig
+    detect_cfg: DetectConfig
+    data_cfg: DataConfig
+    detectors: dict[str, FusedDetector]  # "machine/section" -> detector
+    classes: list[str] = field(default_factory=list)  # the head's attribute classes
+    head_state: dict | None = None  # the local margin head (never shared)
+    meta: dict = field(default_factory=dict)
+
+    def features(self, waves: np.ndarray, device: str = "auto") -> dict[str, np.ndarray]:
+        return clip_features(self.encoder, waves, self.model_cfg, self.detect_cfg, device)
+
+    def score(self, waves: np.ndarray, machine_type: str, section: str) -> tuple[np.ndarray, np.ndarray]:
+        """Anomaly scores and 0/1 decisions of ``(n, samples)`` waves of one machine type and section."""
+        key = section_key(machine_type, section)
+        if key not in self.detectors:
+            raise KeyError(f"factory model '{self.name}' has no detector for {key}; it has {sorted(self.detectors)}")
+        det = self.detectors[key]
+        scores = det.score(self.features(waves))
+        return scores, det.decide(scores)
+
+    def to_bytes(self) -> bytes:
+        """The serialized model file (written by :func:`coopasd.report.save_model`)."""
+        payload_meta = dict(self.meta) | {
+            "factory": self.name,
+            "model_cfg": dataclasses.asdict(self.model_cfg),
+            "detect_cfg": dataclasses.asdict(self.detect_cfg),
+            "data_cfg": dataclasses.asdict(self.data_cfg),
+            "classes": list(self.classes),
+            "detectors": {k: d.state() for k, d in self.detectors.items()},
+            "head": self.head_state,
+        }
+        return checkpoint_bytes(self.encoder.cfg.to_dict(), self.encoder.state_dict(), payload_meta)
+
+    @classmethod
+    def load(cls, path: Path) -> FactoryModel:
+        payload = read_checkpoint(Path(path))
+        meta = dict(payload.get("meta") or {})
+        if "detectors" not in meta or "factory" not in meta:
+            raise CheckpointError(f"{path}: an encoder checkpoint, not a factory model (no detectors inside)")
+        encoder = BEATs(BEATsConfig.from_dict(payload["cfg"]))
+        model_cfg = build(ModelConfig, meta.pop("model_cfg"), "model")
+        if model_cfg.lora_rank:
+            encoder.add_lora(model_cfg.lora_rank)
+        load_state_strict(encoder, payload["model"], Path(path))
+        return cls(
+            name=meta.pop("factory"),
+            encoder=encoder.eval(),
+            model_cfg=model_cfg,
+            detect_cfg=build(DetectConfig, meta.pop("detect_cfg"), "detect"),
+            data_cfg=build(DataConfig, meta.pop("data_cfg"), "data"),
+            detectors={k: FusedDetector.from_state(v) for k, v in meta.pop("detectors").items()},
+            classes=list(meta.pop("classes")),
+            head_state=meta.pop("head"),
+            meta=meta,
+        )

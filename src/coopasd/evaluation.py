@@ -84,10 +84,11 @@ def read_score_file(path: Path) -> dict[str, float]:
     return scores
 
 
-def read_submission(submission_dir: Path, clips: Sequence[Clip]) -> ScoredRun:
+def read_submission(submission_dir: Path, clips: Sequence[Clip], require_all: bool = True) -> ScoredRun:
     """Scores (and decisions, where present) of every section with a score file in ``submission_dir``.
 
-    Every test clip of such a section must have a score; a missing one is an error naming it.
+    Every test clip of such a section must have a score (a missing one is an error naming it),
+    unless ``require_all`` is False: then clips without a score (skipped as unreadable) are left out.
     """
     submission_dir = Path(submission_dir)
     files = sorted(p for p in submission_dir.glob("anomaly_score_*_test.csv") if _SCORE_FILE.match(p.name))
@@ -104,7 +105,9 @@ def read_submission(submission_dir: Path, clips: Sequence[Clip]) -> ScoredRun:
             raise SubmissionError(f"{path}: the data tree has no test clips of {machine} section {section}")
         scores = read_score_file(path)
         missing = [c.name for c in test if c.name not in scores]
-        if missing:
+        if not require_all:
+            test = [c for c in test if c.name in scores]
+        elif missing:
             raise SubmissionError(f"{path}: no score for {len(missing)} test clip(s), e.g. {missing[0]}")
         decision_path = path.with_name(decision_file_name(machine, section))
         decisions = read_score_file(decision_path) if decision_path.exists() else {}

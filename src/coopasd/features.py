@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from coopasd.config import SAMPLE_RATE
+
 WAVE_SCALE = 2.0**15  # BEATs multiplies [-1, 1] float audio by this before the fbank
 FBANK_MEAN = 15.41663  # BEATs' dataset statistics of the log-mel fbank
 FBANK_STD = 6.55582
@@ -24,7 +26,7 @@ _EPSILON = torch.finfo(torch.float32).eps
 class FbankConfig:
     """Kaldi fbank settings; defaults are BEATs'."""
 
-    sample_rate: int = 16_000  # Hz
+    sample_rate: int = SAMPLE_RATE  # Hz
     num_mel_bins: int = 128  # mel filters
     frame_length_ms: float = 25.0  # analysis window
     frame_shift_ms: float = 10.0  # hop

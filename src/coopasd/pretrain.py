@@ -2,8 +2,9 @@
 
 Objective: ArcFace classification of (machine kind, operating condition) plus the generic
 pseudo-anomaly classes of :mod:`coopasd.augment`, so the encoder learns both what separates
-machines and conditions and the small spectral changes that faults make. The result is saved
-in our checkpoint format (``cfg`` + ``model`` + ``meta``), loadable by :func:`load_beats`.
+machines and conditions and the small spectral changes that faults make. The result is our
+checkpoint format (``cfg`` + ``model`` + ``meta``), loadable by
+:func:`coopasd.model.checkpoint.load_beats`; :func:`coopasd.report.write_pretrained` writes it.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coopasd.config import TrainConfig
+from coopasd.config import ModelConfig, TrainConfig
 from coopasd.data.corpus import CorpusConfig, generate_corpus
 from coopasd.model.beats import BEATs, Pooling, preset
-from coopasd.model.checkpoint import save_checkpoint
-from coopasd.train import make_head, steps_per_run, train_local
+from coopasd.model.checkpoint import checkpoint_bytes
+from coopasd.train import TrainingSet, make_head, steps_per_run, train_local
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "tiny_pretrained.pt"
 
 
 @dataclass(frozen=True)
@@ -55,19 +54,19 @@ def file_sha256(path: Path) -> str:
 
 def pretrain(
     cfg: PretrainConfig,
-    out: Path,
     command: str = "",
     corpus_progress: Callable[[int], None] | None = None,
     train_progress: Callable[[int], None] | None = None,
-) -> dict:
-    """Generate the corpus, train, save ``out``; returns the metadata written beside the weights."""
+) -> tuple[bytes, dict]:
+    """Generate the corpus and train; returns the checkpoint file's bytes and its record (metadata)."""
     start = time.time()
     waves, labels = generate_corpus(cfg.corpus, corpus_progress)
     torch.manual_seed(cfg.train.seed)
     encoder = BEATs(preset(cfg.preset))
     head = make_head(encoder, cfg.corpus.n_classes, cfg.train, cfg.pooling)
-    is_target = np.zeros(len(labels), dtype=bool)
-    history = train_local(encoder, head, waves, labels, is_target, cfg.train, cfg.pooling, cfg.layer, train_progress)
+    data = TrainingSet(waves, labels, np.zeros(len(labels), dtype=bool))
+    model_cfg = ModelConfig(preset=cfg.preset, checkpoint="none", pooling=cfg.pooling, layer=cfg.layer)  # type: ignore[arg-type]
+    history = train_local(encoder, head, data, model_cfg, cfg.train, train_progress)
     state = encoder.state_dict()
     if cfg.half_precision:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -84,9 +83,7 @@ def pretrain(
         "machine": platform.machine(),
         "dtype": "float16" if cfg.half_precision else "float32",
     }
-    save_checkpoint(out, encoder.cfg.to_dict(), state, meta)
-    meta["sha256"] = file_sha256(out)
-    return meta
+    return checkpoint_bytes(encoder.cfg.to_dict(), state, meta), meta
 
 
 def pretrain_steps(cfg: PretrainConfig) -> int:

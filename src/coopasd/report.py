@@ -1,4 +1,6 @@
-"""The only writer of result files: submission CSVs, metrics.json/csv, config, plots, HTML.
+"""The only writer of result files: run directories (every mode the same way), factory models, a
+factory's own folder in a federated run, federation.json, comparison, plots, HTML, the
+pre-trained backbone and its record. It also reads back what it wrote where a run needs it.
 
 Every file is written atomically (temporary file + rename), so an interrupted run never
 leaves a half-written result behind.
@@ -7,6 +9,7 @@ leaves a half-written result behind.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -17,8 +20,16 @@ import numpy as np
 from rich.table import Table
 
 from coopasd.atomic import write_atomic
-from coopasd.evaluation import ScoredRun, decision_file_name, score_file_name
-from coopasd.metrics import summarize
+from coopasd.config import RunConfig, to_toml
+from coopasd.data.layout import Clip
+from coopasd.detect import FactoryModel, section_key
+from coopasd.errors import SubmissionError
+from coopasd.evaluation import ScoredRun, decision_file_name, read_submission, score_file_name
+from coopasd.results import Comparison, FactoryResult, ModeResult
+
+FEDERATION_FILE = "federation.json"  # the server's result in its run directory
+FACTORY_MODEL_FILE = "model.pt"  # a federated factory's detector, in its own folder
+FACTORY_RECORD_FILE = "factory.json"  # a federated factory's skipped clips, in its own folder
 
 
 def _csv_text(rows: Sequence[Sequence[object]]) -> str:
@@ -47,8 +58,43 @@ def write_submission(
     )
 
 
-def write_json(path: Path, payload: dict) -> None:
-    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+def write_json(path: Path, payload: dict) -> Path:
+    return write_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SubmissionError(f"{path}: cannot read ({err})") from err
+
+
+def save_model(path: Path, model: FactoryModel) -> Path:
+    """A factory's detector as one file (loadable alone with :meth:`FactoryModel.load`)."""
+    return write_atomic(path, model.to_bytes())
+
+
+def _write_sections(run_dir: Path, run: ScoredRun) -> None:
+    for sec in run.sections:
+        write_submission(run_dir, sec.machine_type, sec.section, [c.name for c in sec.clips], sec.scores, sec.decisions)
+
+
+def write_factory_result(folder: Path, result: FactoryResult) -> None:
+    """A federated factory's own folder: its submission files, its detector and its skipped clips."""
+    _write_sections(folder, ScoredRun(result.sections, result.skipped))
+    save_model(Path(folder) / FACTORY_MODEL_FILE, result.model)
+    write_json(Path(folder) / FACTORY_RECORD_FILE, {"factory": result.name, "skipped_clips": result.skipped})
+
+
+def read_factory_result(folder: Path, clips: Sequence[Clip]) -> FactoryResult:
+    """What :func:`write_factory_result` wrote, with the scored clips matched to ``clips``."""
+    folder = Path(folder)
+    model = FactoryModel.load(folder / FACTORY_MODEL_FILE)
+    record = read_json(folder / FACTORY_RECORD_FILE)
+    run = read_submission(folder / "submission", clips, require_all=False)
+    for sec in run.sections:
+        sec.threshold = model.detectors[section_key(sec.machine_type, sec.section)].threshold
+    return FactoryResult(model, run.sections, list(record["skipped_clips"]))
 
 
 def metrics_rows(summary: dict) -> list[list[object]]:
@@ -143,29 +189,83 @@ tr:last-child{{font-weight:bold}}</style></head><body>
     return write_atomic(Path(run_dir) / "report.html", page)
 
 
-def write_run(
-    run_dir: Path,
-    run: ScoredRun,
-    config_toml: str,
-    title: str,
-    notes: Sequence[str] = (),
-    extra: dict | None = None,
-) -> dict | None:
-    """Write a whole run directory (config, submission, metrics, plot, HTML); returns the
-    metrics summary, or None where every test label is hidden."""
+def run_notes(result: ModeResult, cfg: RunConfig, data_dir: Path) -> list[str]:
+    """The report's lines about how a run was made."""
+    label = "federated (Flower Simulation Engine)" if result.mode == "federated" else result.mode
+    notes = [f"mode: {label}", f"data: {data_dir}"]
+    if "encoder_start" in result.extra:
+        notes.append(f"encoder start: {result.extra['encoder_start']}")
+    if result.mode == "baseline":
+        notes.append("detector: log-mel statistics + Euclidean kNN (non-learned baseline)")
+    else:
+        notes.append(
+            f"detector: {cfg.detect.features} kNN (k={cfg.detect.k}), "
+            f"embedding {cfg.model.pooling} of layer {cfg.model.layer}"
+        )
+    if result.models:
+        notes.append("factories: " + ", ".join(f"{m.name} ({', '.join(sorted(m.detectors))})" for m in result.models))
+    if result.mode == "federated":
+        fed = cfg.federation
+        notes.append(
+            f"strategy: {fed.strategy}, shared: {fed.share}, rounds: {fed.rounds}, local epochs: {fed.local_epochs}"
+        )
+        notes.append("the server received parameters and metric values only")
+    if result.run.skipped:
+        notes.append(f"{len(result.run.skipped)} unreadable clip(s) skipped")
+    return notes
+
+
+def write_run(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path) -> dict | None:
+    """A whole run directory, the same for every mode: config, submission, models, metrics, plots,
+    HTML. Returns the metrics summary, or None where every test label is hidden."""
     run_dir = Path(run_dir)
-    write_atomic(run_dir / "config.toml", config_toml)
-    for sec in run.sections:
-        write_submission(run_dir, sec.machine_type, sec.section, [c.name for c in sec.clips], sec.scores, sec.decisions)
-    sections = run.section_metrics()
-    if not sections:
+    write_atomic(run_dir / "config.toml", to_toml(cfg))
+    _write_sections(run_dir, result.run)
+    for model in result.models:
+        save_model(run_dir / "models" / f"{model.name}.pt", model)
+    summary = result.summary()
+    if summary is None:
         return None
-    summary = summarize(sections)
-    summary["skipped_clips"] = list(run.skipped)
-    summary.update(extra or {})
     write_metrics(run_dir, summary)
-    write_report(run_dir, run, summary, title, notes)
+    images = []
+    if summary.get("rounds"):
+        plot_rounds(run_dir, summary["rounds"])
+        images.append("rounds.png")
+    write_report(run_dir, result.run, summary, f"coopasd {result.mode}", run_notes(result, cfg, data_dir), images)
     return summary
+
+
+def write_comparison(out: Path, comparison: Comparison, cfg: RunConfig, data_dir: Path) -> dict:
+    """``comparison.json``, the per-round plot with the reference modes, and the combined report."""
+    summary = comparison.summary()
+    write_json(Path(out) / "comparison.json", summary)
+    modes = comparison.summaries()
+    plot_rounds(
+        out,
+        summary["rounds"],
+        {"centralized": modes["centralized"]["official_score"], "local-only": modes["local"]["official_score"]},
+    )
+    fed = cfg.federation
+    notes = [
+        f"data: {data_dir}",
+        f"encoder start: {modes['federated']['encoder_start']}",
+        f"federated: {fed.strategy}, {fed.rounds} rounds x {fed.local_epochs} "
+        f"local epochs, shared: {fed.share}; centralized and local-only: {cfg.train.epochs} epochs",
+        f"federated vs centralized: {summary['federated_vs_centralized_percent']:+.2f}% ; "
+        f"federated vs local-only: {summary['federated_vs_local_points']:+.2f} points",
+        "bytes per model transfer: "
+        + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in summary["bytes_per_transfer"].items()),
+    ]
+    write_comparison_html(out, modes, notes, ["rounds.png"])
+    return summary
+
+
+def write_pretrained(out: Path, checkpoint: bytes, meta: dict) -> dict:
+    """The pre-trained backbone and its record ``<out>.json`` (meta plus the file's sha256); returns the record."""
+    record = meta | {"sha256": hashlib.sha256(checkpoint).hexdigest()}
+    write_atomic(Path(out), checkpoint)
+    write_json(Path(out).with_suffix(".json"), record)
+    return record
 
 
 def write_report(

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
-from coopasd.config import TrainConfig
-from coopasd.model.beats import BEATs, Pooling, pool
+from coopasd.config import SAMPLE_RATE, ModelConfig, TrainConfig
+from coopasd.embed import clip_embeddings, embedding_dim, pick_device
+from coopasd.model.beats import BEATs, Pooling
 from coopasd.model.heads import ArcFace
 
 log = logging.getLogger(__name__)
@@ -29,65 +30,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EpochStats:
+    """One training epoch: mean loss, training accuracy, last learning rate, wall time."""
+
     epoch: int
     loss: float
     accuracy: float
     lr: float
     seconds: float
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` takes CUDA when present; asking for ``cuda`` without one is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device = 'cuda' asked for, but no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def embedding_dim(encoder: BEATs, pooling: Pooling) -> int:
-    d = encoder.cfg.encoder_embed_dim
-    return d * encoder.freq_patches if pooling == "mean_freq" else d
-
-
-def clip_embeddings(
-    encoder: BEATs,
-    waves: torch.Tensor,
-    pooling: Pooling = "mean",
-    layer: int = -1,
-    fbank_transform=None,
-) -> torch.Tensor:
-    """Pooled embeddings ``(batch, dim)`` of waveforms ``(batch, samples)`` (graph kept for training)."""
-    if layer == -1:
-        features, mask = encoder.extract_features(waves, fbank_transform=fbank_transform)
-    else:
-        _, mask, layers = encoder.extract_features(waves, return_layers=True, fbank_transform=fbank_transform)
-        features = layers[layer]
-    return pool(features, encoder.freq_patches, pooling, mask)
-
-
-@torch.no_grad()
-def embed(
-    encoder: BEATs,
-    waves: np.ndarray,
-    pooling: Pooling = "mean",
-    layer: int = -1,
-    batch_size: int = 32,
-    device: str = "auto",
-    progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Embeddings ``(n, dim)`` of ``(n, samples)`` waveforms, in eval mode."""
-    dev = pick_device(device)
-    encoder = encoder.to(dev).eval()
-    out = []
-    for i in range(0, len(waves), batch_size):
-        batch = torch.as_tensor(waves[i : i + batch_size], device=dev)
-        out.append(clip_embeddings(encoder, batch, pooling, layer).float().cpu())
-        if progress:
-            progress(len(batch))
-    if not out:
-        return np.zeros((0, embedding_dim(encoder, pooling)), np.float32)
-    return torch.cat(out).numpy()
 
 
 def make_head(encoder: BEATs, n_classes: int, cfg: TrainConfig, pooling: Pooling) -> ArcFace:
@@ -118,27 +67,36 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@dataclass(frozen=True)
+class TrainingSet:
+    """A participant's normal training clips, labelled for the auxiliary task.
+
+    ``waves``: ``(n, samples)`` float32 waveforms at :data:`SAMPLE_RATE`; ``labels``: ``(n,)``
+    attribute-class ids in ``[0, n_classes)``; ``is_target``: ``(n,)`` bool, target-domain clips.
+    """
+
+    waves: np.ndarray
+    labels: np.ndarray
+    is_target: np.ndarray
+
+
 def train_local(
     encoder: BEATs,
     head: ArcFace,
-    waves: np.ndarray,
-    labels: np.ndarray,
-    is_target: np.ndarray,
+    data: TrainingSet,
+    model_cfg: ModelConfig,
     cfg: TrainConfig,
-    pooling: Pooling = "mean",
-    layer: int = -1,
     progress: Callable[[int], None] | None = None,
     global_params: dict[str, torch.Tensor] | None = None,
 ) -> list[EpochStats]:
     """Train ``encoder`` and ``head`` in place on one participant's normal clips.
 
-    Args:
-        waves: ``(n, samples)`` float32 16 kHz waveforms.
-        labels: ``(n,)`` attribute-class ids in ``[0, n_classes)``.
-        is_target: ``(n,)`` bool, target-domain clips (oversampled).
-        global_params: the round's global weights, for the FedProx term (``proximal_mu > 0``).
-    Returns: one :class:`EpochStats` per epoch.
+    The embedding the head classifies is ``model_cfg.pooling`` of layer ``model_cfg.layer``;
+    target-domain clips are oversampled; ``global_params`` are the round's global weights, for
+    the FedProx term (``cfg.proximal_mu > 0``). Returns one :class:`EpochStats` per epoch.
     """
+    waves, labels, is_target = data.waves, data.labels, data.is_target
+    pooling, layer = model_cfg.pooling, model_cfg.layer
     if len(waves) == 0:
         raise ValueError("no training clips")
     dev = pick_device(cfg.device)
@@ -159,7 +117,7 @@ def train_local(
     )
     anchors = {k: v.detach().to(dev) for k, v in global_params.items()} if global_params and cfg.proximal_mu else {}
     n_attr = head.weight.shape[0] - (len(PSEUDO_ANOMALIES) if cfg.pseudo_anomalies else 0)
-    crop = int(cfg.crop_seconds * 16_000) if cfg.crop_seconds > 0 else waves.shape[1]
+    crop = int(cfg.crop_seconds * SAMPLE_RATE) if cfg.crop_seconds > 0 else waves.shape[1]
     crop = min(crop, waves.shape[1])
     augment = (lambda fb: spec_augment(fb, gen)) if cfg.spec_augment else None
     history: list[EpochStats] = []

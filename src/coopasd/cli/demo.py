@@ -7,14 +7,13 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.baseline import baseline
-from coopasd.cli.compare import run_comparison
-from coopasd.cli.console import console
-from coopasd.cli.synth import synth
-from coopasd.cli.train import load_config
-from coopasd.data.synth import SynthConfig
+from coopasd.cli.console import console, progress_bar
+from coopasd.cli.runs import compare_and_write
+from coopasd.config import load_config
+from coopasd.data.synth import SynthConfig, clip_count, generate
 from coopasd.errors import CoopasdError
-from coopasd.report import comparison_table
+from coopasd.pipeline import run_baseline_mode
+from coopasd.report import write_run
 
 
 def demo(
@@ -27,22 +26,13 @@ def demo(
         raise CoopasdError(f"{data} exists but is not a synthetic tree; choose another --out")
     if data.exists():
         shutil.rmtree(data)  # regenerate: cheap, and guarantees the default tree
-    d = SynthConfig()
+    synth = SynthConfig(seed=seed)
+    cfg = load_config(None)
     console.rule("1/3 synthetic factories (one machine type per factory)")
-    synth(
-        data,
-        ",".join(d.machines),
-        seed,
-        d.seconds,
-        d.difficulty,
-        d.train_source,
-        d.train_target,
-        d.test_per_domain,
-        False,
-    )
+    with progress_bar("synthesizing clips", clip_count(synth)) as advance:
+        generate(synth, data, advance)
     console.rule("2/3 the non-learned floor: log-mel statistics + kNN")
-    baseline(data, out / "baseline", None, None, False)
+    write_run(out / "baseline", run_baseline_mode(data, cfg, progress_bar), cfg, data)
     console.rule("3/3 federated (Flower simulation) vs centralized vs local-only")
-    result = run_comparison(data, out / "compare", load_config(None))
-    console.print(comparison_table(result["summaries"]))
+    compare_and_write(data, out / "compare", cfg)
     console.print(f"reports: {out / 'compare' / 'report.html'} and {out / 'baseline' / 'report.html'}")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
 
 import typer
 
-from coopasd.atomic import write_atomic
 from coopasd.cli.console import console, progress_bar
 from coopasd.config import TrainConfig
 from coopasd.data.corpus import CorpusConfig
 from coopasd.pretrain import PretrainConfig, pretrain, pretrain_steps
+from coopasd.report import write_pretrained
 
 
 def pretrain_command(
@@ -42,8 +41,7 @@ def pretrain_command(
     command = "coopasd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress_bar("generating corpus", cfg.corpus.n_clips) as corpus_advance:
         with progress_bar("pre-training", pretrain_steps(cfg)) as train_advance:
-            meta = pretrain(cfg, out, command, corpus_advance, train_advance)
-    record = out.with_suffix(".json")
-    write_atomic(record, json.dumps(meta, indent=2) + "\n")
-    console.print(f"final training accuracy {meta['final_accuracy']:.3f} in {meta['seconds']:.0f} s")
-    console.print(f"wrote {out} (sha256 {meta['sha256'][:16]}…) and {record}")
+            checkpoint, meta = pretrain(cfg, command, corpus_advance, train_advance)
+    record = write_pretrained(out, checkpoint, meta)
+    console.print(f"final training accuracy {record['final_accuracy']:.3f} in {record['seconds']:.0f} s")
+    console.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) and {out.with_suffix('.json')}")

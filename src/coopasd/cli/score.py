@@ -11,8 +11,8 @@ from rich.table import Table
 from coopasd.cli.console import console
 from coopasd.data.audio import load_audio
 from coopasd.data.layout import parse_clip_path
+from coopasd.detect import FactoryModel
 from coopasd.errors import CoopasdError, LayoutError
-from coopasd.model.factory import FactoryModel
 
 
 def _section_of(path: Path, model: FactoryModel, machine: str | None, section: str | None) -> tuple[str, str]:

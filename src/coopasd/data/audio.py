@@ -19,11 +19,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from coopasd.config import SAMPLE_RATE
 from coopasd.errors import AudioError, BadClipsError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 OnError = Literal["raise", "skip"]
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coopasd.config import SAMPLE_RATE
+
 CORPUS_SEED_OFFSET = 1_000_003  # every corpus seed lies above the seeds synth uses by default
 
 
@@ -26,7 +28,7 @@ class CorpusConfig:
     conditions: int = 4  # operating conditions per kind (the classes are kind x condition)
     clips_per_class: int = 20  # clips per (kind, condition)
     seconds: float = 1.0  # clip length
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE  # Hz
     seed: int = 0  # corpus seed (offset by CORPUS_SEED_OFFSET)
 
     @property

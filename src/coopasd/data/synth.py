@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from coopasd.config import SAMPLE_RATE
 from coopasd.data.layout import GROUND_TRUTH_DOMAIN_DIR, GROUND_TRUTH_LABEL_DIR, ground_truth_paths
 from coopasd.errors import ConfigError
 
@@ -39,7 +40,7 @@ class SynthConfig:
     machines: tuple[str, ...] = ("fan", "gearbox", "bearing", "valve", "slider")  # machine types
     seed: int = 0  # base seed of every clip
     seconds: float = 2.0  # clip length (DCASE uses 10.0)
-    sample_rate: int = 16_000  # Hz
+    sample_rate: int = SAMPLE_RATE  # Hz
     train_source: int = 90  # normal source-domain training clips per machine (DCASE: 990)
     train_target: int = 10  # normal target-domain training clips per machine (DCASE: 10)
     test_per_domain: int = 100  # test clips per domain, half normal, half anomalous

@@ -1,7 +1,10 @@
-"""Global checkpoints of a federated run, written atomically every round.
+"""What a federated run keeps between rounds, written atomically: the server's global checkpoints
+and each factory's local state.
 
-One file per round (``round_NNN.pt``) plus ``latest.pt``: the shared parameters, the round,
-the strategy's state, the run config, per-round history and a hash of the parameters.
+Server: one file per round (``round_NNN.pt``) plus ``latest.pt``: the shared parameters, the
+round, the strategy's state, the run config, per-round history and a hash of the parameters.
+Factory: after each round it trained, its margin head, class names and non-shared parameters
+(``local/round_NNN.pt`` in its own folder); they never leave the factory.
 """
 
 from __future__ import annotations
@@ -65,3 +68,40 @@ class GlobalCheckpoint:
             payload["config_toml"],
             list(payload["history"]),
         )
+
+
+def completed_rounds(run_dir: Path) -> int:
+    """Rounds already in ``run_dir``'s latest global checkpoint (0 when there is none)."""
+    latest = Path(run_dir) / "checkpoints" / "latest.pt"
+    return GlobalCheckpoint.load(latest).round if latest.exists() else 0
+
+
+@dataclass
+class LocalState:
+    """A factory's own state after a round: margin head, its class names, non-shared parameters."""
+
+    head: dict | None
+    classes: list[str]
+    local_params: dict[str, torch.Tensor]
+
+    @staticmethod
+    def path(work_dir: Path, server_round: int) -> Path:
+        return Path(work_dir) / "local" / f"round_{server_round:03d}.pt"
+
+    def save(self, work_dir: Path, server_round: int) -> Path:
+        buffer = io.BytesIO()
+        torch.save({"head": self.head, "classes": self.classes, "local_params": self.local_params}, buffer)
+        return write_atomic(self.path(work_dir, server_round), buffer.getvalue())
+
+    @classmethod
+    def latest(cls, work_dir: Path, before_round: int) -> LocalState | None:
+        """The state saved after the factory's last round before ``before_round`` (None if it has none)."""
+        for r in range(before_round - 1, 0, -1):
+            path = cls.path(work_dir, r)
+            if path.exists():
+                try:
+                    payload = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem to the user
+                    raise CoopasdError(f"{path}: cannot read this factory's local state ({err})") from err
+                return cls(payload["head"], list(payload["classes"]), payload["local_params"])
+        return None

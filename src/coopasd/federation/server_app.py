@@ -6,7 +6,6 @@ The server sees parameters and metric values only: never audio, features or embe
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,20 +13,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
-from coopasd.atomic import write_atomic
 from coopasd.config import RunConfig, from_toml_text, to_toml
 from coopasd.errors import CoopasdError
-from coopasd.experiment import initial_encoder
 from coopasd.federation.checkpoint import GlobalCheckpoint, params_hash
-from coopasd.federation.records import record_bytes, shared_keys, to_record
+from coopasd.federation.records import (
+    evaluate_content,
+    factory_of,
+    received_hash,
+    record_bytes,
+    reply_arrays,
+    reply_metric,
+    section_metrics,
+    shared_keys,
+    to_record,
+    train_config,
+)
 from coopasd.federation.strategy import make_strategy, restore_strategy_state, strategy_state
 from coopasd.metrics import SectionMetrics, summarize
+from coopasd.model.checkpoint import initial_encoder
+from coopasd.report import FEDERATION_FILE, write_json
 
 log = logging.getLogger(__name__)
-RESULT_FILE = "federation.json"
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ def _validate(replies: list[Message], keys: list[str], reference: dict[str, torc
         if msg.has_error():
             log.warning("node %s failed this round: %s", msg.metadata.src_node_id, msg.error.reason)
             continue
-        arrays = msg.content.array_records.get("arrays")
+        arrays = reply_arrays(msg)
         state = arrays.to_torch_state_dict() if arrays is not None else {}
         problem = None
         if sorted(state) != sorted(keys):
@@ -64,17 +73,11 @@ def _validate(replies: list[Message], keys: list[str], reference: dict[str, torc
     return good
 
 
-def _factory_of(msg: Message) -> str:
-    return str(msg.content.config_records["info"]["factory"])
-
-
 def _evaluate(grid: Grid, arrays: ArrayRecord, server_round: int, final: bool, timeout: float) -> dict:
     """Ask every factory to score its own test clips; returns the summary of the metric values."""
-    nodes = list(grid.get_node_ids())
-    config = ConfigRecord({"server-round": server_round, "final": final})
     messages = [
-        Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=n, message_type=MessageType.EVALUATE)
-        for n in nodes
+        Message(evaluate_content(arrays, server_round, final), dst_node_id=n, message_type=MessageType.EVALUATE)
+        for n in grid.get_node_ids()
     ]
     sections: list[SectionMetrics] = []
     factories = []
@@ -82,23 +85,8 @@ def _evaluate(grid: Grid, arrays: ArrayRecord, server_round: int, final: bool, t
         if reply.has_error():
             log.warning("node %s could not evaluate: %s", reply.metadata.src_node_id, reply.error.reason)
             continue
-        factories.append(str(reply.content.config_records["info"]["factory"]))
-        values = reply.content.metric_records["metrics"]
-        for key in values:
-            if key.endswith("/auc_source"):
-                prefix = key[: -len("/auc_source")]
-                machine, section = prefix.rsplit("/", 1)
-                sections.append(
-                    SectionMetrics(
-                        machine,
-                        section,
-                        float(values[f"{prefix}/auc_source"]),
-                        float(values[f"{prefix}/auc_target"]),
-                        float(values[f"{prefix}/pauc"]),
-                        int(values[f"{prefix}/n_clips"]),
-                        int(values[f"{prefix}/n_anomalies"]),
-                    )
-                )
+        factories.append(factory_of(reply))
+        sections += section_metrics(reply)
     if not sections:
         return {"factories": factories}
     return summarize(sections) | {"factories": sorted(factories)}
@@ -127,20 +115,18 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
     reference = arrays.to_torch_state_dict()
     for server_round in range(start_round, fed.rounds + 1):
         started = time.perf_counter()
-        train_config = ConfigRecord({"lr-scale": fed.lr_decay ** (server_round - 1)})
-        messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
+        config = train_config(fed.lr_decay ** (server_round - 1))
+        messages = list(strategy.configure_train(server_round, arrays, config, grid))
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
-        good = sorted(_validate(replies, keys, reference), key=_factory_of)  # fixed order: reproducible sums
+        good = sorted(_validate(replies, keys, reference), key=factory_of)  # fixed order: reproducible sums
         entry: dict = {
             "round": server_round,
             "asked": len(messages),
             "answered": len(good),
             "bytes_down_per_factory": record_bytes(arrays),
-            "bytes_up": {_factory_of(m): record_bytes(m.content.array_records["arrays"]) for m in good},
-            "received_hash": {_factory_of(m): str(m.content.config_records["info"]["received-hash"]) for m in good},
-            "train_seconds": {
-                _factory_of(m): float(m.content.metric_records["metrics"]["train-seconds"]) for m in good
-            },
+            "bytes_up": {factory_of(m): record_bytes(m.content.array_records["arrays"]) for m in good},
+            "received_hash": {factory_of(m): received_hash(m) for m in good},
+            "train_seconds": {factory_of(m): reply_metric(m, "train-seconds") for m in good},
         }
         if len(good) < fed.min_participants:
             log.warning(
@@ -178,7 +164,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         "strategy": fed.strategy,
         "final_hash": params_hash(arrays.to_torch_state_dict()),
     }
-    write_atomic(settings.run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    write_json(settings.run_dir / FEDERATION_FILE, result)
     return result
 
 
@@ -203,4 +189,4 @@ def settings_from_context(context: Context) -> ServerSettings:
 
 
 app = make_server_app(settings_from_context)
-__all__ = ["RESULT_FILE", "ServerSettings", "app", "make_server_app", "run_server"]
+__all__ = ["ServerSettings", "app", "make_server_app", "run_server"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -15,7 +15,15 @@ from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.errors import CoopasdError
 from coopasd.federation.client_app import make_client_app, simulation_settings
-from coopasd.federation.server_app import RESULT_FILE, ServerSettings, make_server_app
+from coopasd.federation.server_app import ServerSettings, make_server_app
+from coopasd.report import FEDERATION_FILE, read_factory_result, read_json
+from coopasd.results import FactoryResult
+
+
+def _quiet_flower() -> None:
+    """Importing flwr sets its logger to DEBUG; keep its per-round INFO chatter out unless we log debug."""
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    logging.getLogger("flwr").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def run_simulated(
@@ -24,19 +32,25 @@ def run_simulated(
     run_dir: Path,
     resume: bool = False,
     on_round: Callable[[dict], None] | None = None,
-) -> dict:
-    """Run the federation with Flower's Simulation Engine; returns the server's result."""
+) -> tuple[dict, list[FactoryResult]]:
+    """Run the federation with Flower's Simulation Engine.
+
+    Returns the server's result (metric values, rounds) and each factory's own result, read from
+    the factory's folder ``run_dir/factories/<name>`` (on this disk, since every factory is simulated here).
+    """
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from flwr.simulation import run_simulation
 
+    _quiet_flower()
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
-    factories = parse_factories(cfg.partition.factories, sorted({c.machine_type for c in discover_clips(data_dir)}))
+    clips = discover_clips(data_dir)
+    factories = parse_factories(cfg.partition.factories, sorted({c.machine_type for c in clips}))
     if len(factories) < cfg.federation.min_participants:
         raise CoopasdError(
             f"{len(factories)} factories but [federation] min_participants = {cfg.federation.min_participants}"
         )
-    result_file = run_dir / RESULT_FILE
+    result_file = run_dir / FEDERATION_FILE
     result_file.unlink(missing_ok=True)
     if not resume:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -60,4 +74,5 @@ def run_simulated(
     )
     if not result_file.exists():
         raise CoopasdError(f"the federated run ended without a result ({result_file}); see the log above")
-    return json.loads(result_file.read_text()) | {"factory_names": [f.name for f in factories]}
+    own = [read_factory_result(run_dir / "factories" / f.name, clips) for f in factories]
+    return read_json(result_file), own

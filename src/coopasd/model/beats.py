@@ -11,7 +11,6 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -218,15 +217,3 @@ def pool(features: torch.Tensor, freq_patches: int, pooling: Pooling = "mean", m
         k = keep.view(b, p // freq_patches, freq_patches, 1)
         return ((f * k).sum(1) / k.sum(1).clamp_min(1.0)).reshape(b, freq_patches * d)
     raise ValueError(f"unknown pooling '{pooling}'")
-
-
-def load_beats(path: Path | str) -> BEATs:
-    """Load an official BEATs checkpoint or one of ours (strict key match), in eval mode."""
-    from coopasd.model.checkpoint import read_beats_checkpoint
-
-    cfg, state = read_beats_checkpoint(Path(path))
-    model = BEATs(cfg)
-    from coopasd.model.checkpoint import load_state_strict
-
-    load_state_strict(model, state, Path(path))
-    return model.eval()

@@ -1,4 +1,5 @@
-"""Self-describing checkpoints: ``{"cfg": dict, "model": state_dict, "meta": dict}``.
+"""Self-describing checkpoints: ``{"cfg": dict, "model": state_dict, "meta": dict}``, and where
+an encoder starts (an official BEATs file, the shipped pre-trained backbone, or random init).
 
 The official BEATs files have the same ``cfg`` + ``model`` form, so loading is always:
 config -> model -> load_state_dict(strict) -> eval.
@@ -7,6 +8,7 @@ config -> model -> load_state_dict(strict) -> eval.
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,9 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from coopasd.atomic import write_atomic
+from coopasd.config import ModelConfig
 from coopasd.errors import CoopasdError
-from coopasd.model.beats import BEATsConfig
+from coopasd.model.beats import BEATs, BEATsConfig, preset
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).parent.parent / "weights" / "tiny_pretrained.pt"  # the shipped backbone
 
 
 class CheckpointError(CoopasdError):
@@ -72,9 +78,38 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Pa
     model.load_state_dict(state, strict=True)
 
 
-def save_checkpoint(path: Path, cfg: dict[str, Any], model: dict[str, torch.Tensor], meta: dict | None = None) -> Path:
-    """Write ``{"cfg", "model", "meta"}`` atomically."""
+def checkpoint_bytes(cfg: dict[str, Any], model: dict[str, torch.Tensor], meta: dict | None = None) -> bytes:
+    """The serialized ``{"cfg", "model", "meta"}`` dict (what :mod:`coopasd.report` writes to disk)."""
     buffer = io.BytesIO()
     payload = {"cfg": cfg, "model": {k: v.detach().cpu().clone() for k, v in model.items()}, "meta": meta or {}}
     torch.save(payload, buffer)
-    return write_atomic(Path(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def load_beats(path: Path | str) -> BEATs:
+    """Load an official BEATs checkpoint or one of ours (strict key match), in eval mode."""
+    cfg, state = read_beats_checkpoint(Path(path))
+    model = BEATs(cfg)
+    load_state_strict(model, state, Path(path))
+    return model.eval()
+
+
+def initial_encoder(cfg: ModelConfig, seed: int = 0) -> tuple[BEATs, str]:
+    """The starting encoder and a sentence saying where it came from (for the log and the report)."""
+    if cfg.checkpoint == "pretrained":
+        if not DEFAULT_CHECKPOINT.exists():
+            raise CheckpointError(f"{DEFAULT_CHECKPOINT}: the shipped pre-trained backbone is missing")
+        encoder, origin = (
+            load_beats(DEFAULT_CHECKPOINT),
+            f"shipped pre-trained tiny backbone ({DEFAULT_CHECKPOINT.name})",
+        )
+    elif cfg.checkpoint in ("", "none"):
+        torch.manual_seed(seed)
+        encoder = BEATs(preset(cfg.preset))
+        origin = f"random initialization of the '{cfg.preset}' preset (no checkpoint: expect near-chance features)"
+        log.warning("encoder starts from %s", origin)
+    else:
+        encoder, origin = load_beats(Path(cfg.checkpoint)), f"checkpoint {cfg.checkpoint}"
+    if cfg.lora_rank:
+        encoder.add_lora(cfg.lora_rank)
+    return encoder, origin

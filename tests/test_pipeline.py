@@ -5,19 +5,23 @@ import json
 import numpy as np
 import pytest
 
-from coopasd.cli.train import load_config, run_learned_mode
+from coopasd.config import DetectConfig, load_config
+from coopasd.data.audio import load_many
 from coopasd.data.partition import parse_factories
-from coopasd.detect import FusedDetector, KnnConfig, KnnDetector
+from coopasd.detect import FactoryModel, FusedDetector, KnnDetector
 from coopasd.errors import ConfigError
 from coopasd.evaluation import read_score_file
-from coopasd.model.factory import FactoryModel
+from coopasd.pipeline import run_learned_mode
+from coopasd.report import write_run
 from tests.test_cli import run_cli
 
 
 def test_fused_detector_averages_members_and_round_trips():
     rng = np.random.default_rng(0)
-    a = KnnDetector(KnnConfig(metric="euclidean")).fit(rng.normal(size=(30, 3)), rng.normal(size=(4, 3)))
-    b = KnnDetector(KnnConfig(metric="cosine")).fit(rng.normal(size=(30, 5)), rng.normal(size=(4, 5)))
+    a = KnnDetector(DetectConfig(metric="euclidean")).fit(rng.normal(size=(30, 3)), rng.normal(size=(4, 3)))
+    b = KnnDetector(DetectConfig(metric="cosine", standardize=False)).fit(
+        rng.normal(size=(30, 5)), rng.normal(size=(4, 5))
+    )
     fused = FusedDetector({"a": a, "b": b})
     q = {"a": rng.normal(size=(6, 3)), "b": rng.normal(size=(6, 5))}
     assert np.allclose(fused.score(q), (a.score(q["a"]) + b.score(q["b"])) / 2)
@@ -40,9 +44,13 @@ def test_factory_partition_spec():
 
 @pytest.mark.parametrize("mode", ["centralized", "local"])
 def test_learned_modes_write_the_run_contract(tmp_path, tiny_tree, mode):
-    cfg = load_config(None, epochs=1, checkpoint="none", factories="north=fan;south=valve")
-    summary = run_learned_mode(mode, tiny_tree, tmp_path / mode, cfg)
+    cfg = load_config(
+        None, train={"epochs": 1}, model={"checkpoint": "none"}, partition={"factories": "north=fan;south=valve"}
+    )
+    result = run_learned_mode(mode, tiny_tree, cfg)
+    summary = write_run(tmp_path / mode, result, cfg, tiny_tree)
     run = tmp_path / mode
+    assert summary == result.summary()
     assert summary is not None and set(summary["machines"]) == {"fan", "valve"}
     assert "random initialization" in summary["encoder_start"]
     assert "random initialization" in (run / "report.html").read_text()
@@ -53,8 +61,6 @@ def test_learned_modes_write_the_run_contract(tmp_path, tiny_tree, mode):
     model = FactoryModel.load(run / "models" / "south.pt")
     assert model.name == "south" and list(model.detectors) == ["valve/00"]
     scores = read_score_file(run / "submission" / "anomaly_score_valve_section_00_test.csv")
-    from coopasd.data.audio import load_many
-
     names = sorted(scores)[:3]
     waves = load_many([tiny_tree / "valve" / "test" / n for n in names], seconds=model.data_cfg.seconds).waves
     again, _ = model.score(waves, "valve", "00")
