@@ -46,3 +46,7 @@ class MetricsError(CoopasdError):
 
 class SubmissionError(CoopasdError):
     """A run directory's submission files are missing, malformed or incomplete."""
+
+
+class SectionError(CoopasdError):
+    """A clip's machine type and section are unknown to the factory model, or cannot be told."""

@@ -16,6 +16,7 @@ from coopasd.cli.federate import federate
 from coopasd.cli.pretrain import pretrain_command
 from coopasd.cli.report import report
 from coopasd.cli.score import score
+from coopasd.cli.serve import serve
 from coopasd.cli.synth import synth
 from coopasd.cli.train import train
 from coopasd.errors import CoopasdError
@@ -33,7 +34,7 @@ def _global(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
-for command in (synth, baseline, train, federate, compare, evaluate, score, report, demo, certs):
+for command in (synth, baseline, train, federate, compare, evaluate, score, serve, report, demo, certs):
     app.command()(command)
 app.command("pretrain")(pretrain_command)
 

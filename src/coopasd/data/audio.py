@@ -8,12 +8,13 @@ normal machine makes and bias every log-mel statistic. ``seconds=None`` keeps na
 
 from __future__ import annotations
 
+import io
 import logging
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import soundfile as sf
@@ -25,27 +26,68 @@ from coopasd.errors import AudioError, BadClipsError
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
+_MAX_SAMPLES_PER_SECOND = 2 * 96_000  # with max_seconds: caps decoded memory (a small FLAC can unpack to GBs)
 
 
-def _check_wav_not_truncated(path: Path) -> None:
-    """libsndfile silently reads a cut-off WAV; compare the data chunk's declared size to the file."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+def _check_wav_not_truncated(handle: BinaryIO, size: int, name: Path | str) -> None:
+    """libsndfile silently reads a cut-off WAV; compare the data chunk's declared size to the bytes there are."""
+    handle.seek(0)
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= size:
+        handle.seek(offset)
+        chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+        if chunk_id == b"data":
+            if chunk_size != 0xFFFFFFFF and offset + 8 + chunk_size > size:
+                raise AudioError(
+                    name,
+                    f"truncated WAV: header declares {chunk_size} data bytes, file holds {size - offset - 8}",
+                )
             return
-        offset = 12
-        while offset + 8 <= size:
-            handle.seek(offset)
-            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
-            if chunk_id == b"data":
-                if chunk_size != 0xFFFFFFFF and offset + 8 + chunk_size > size:
-                    raise AudioError(
-                        path,
-                        f"truncated WAV: header declares {chunk_size} data bytes, file holds {size - offset - 8}",
-                    )
-                return
-            offset += 8 + chunk_size + (chunk_size & 1)
+        offset += 8 + chunk_size + (chunk_size & 1)
+
+
+def _read_checked(
+    source: Path | io.BytesIO, size: int, name: Path | str, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode a file or in-memory ``source`` of ``size`` bytes as float32 ``(samples, channels)`` and its rate.
+
+    Every problem raises :class:`AudioError` naming ``name``. ``max_seconds`` rejects, from the
+    header and before decoding, audio longer than that or holding more samples than that many
+    seconds of stereo 96 kHz.
+    """
+    if size == 0:
+        raise AudioError(name, "empty file (0 bytes)")
+    if isinstance(source, Path):
+        with open(source, "rb") as handle:
+            _check_wav_not_truncated(handle, size, name)
+    else:
+        _check_wav_not_truncated(source, size, name)
+        source.seek(0)
+    try:
+        with sf.SoundFile(source) as sound:
+            if max_seconds is not None and sound.frames > max_seconds * sound.samplerate:
+                raise AudioError(
+                    name, f"audio lasts {sound.frames / sound.samplerate:.1f} s; at most {max_seconds:g} s accepted"
+                )
+            if max_seconds is not None and sound.frames * sound.channels > max_seconds * _MAX_SAMPLES_PER_SECOND:
+                raise AudioError(
+                    name,
+                    f"{sound.channels} channels at {sound.samplerate} Hz: more samples than {max_seconds:g} s "
+                    f"of stereo 96 kHz audio; accepted only up to that",
+                )
+            data, rate = sound.read(dtype="float32", always_2d=True), sound.samplerate
+    except sf.LibsndfileError as err:
+        raise AudioError(name, f"not a readable audio file ({err.error_string})") from err
+    except (RuntimeError, ValueError, OSError) as err:
+        raise AudioError(name, f"corrupt audio file ({err})") from err
+    if data.shape[0] == 0:
+        raise AudioError(name, "zero-length audio (no samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(name, "audio contains NaN or infinite samples")
+    return data, int(rate)
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -53,20 +95,7 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "file does not exist")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
-    _check_wav_not_truncated(path)
-    try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except sf.LibsndfileError as err:
-        raise AudioError(path, f"not a readable audio file ({err.error_string})") from err
-    except (RuntimeError, ValueError, OSError) as err:
-        raise AudioError(path, f"corrupt audio file ({err})") from err
-    if data.shape[0] == 0:
-        raise AudioError(path, "zero-length audio (no samples)")
-    if not np.isfinite(data).all():
-        raise AudioError(path, "audio contains NaN or infinite samples")
-    return data, int(rate)
+    return _read_checked(path, path.stat().st_size, path)
 
 
 def fix_length(wave: np.ndarray, length: int) -> np.ndarray:
@@ -77,18 +106,40 @@ def fix_length(wave: np.ndarray, length: int) -> np.ndarray:
     return np.tile(wave, reps)[:length]
 
 
-def load_audio(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float | None = None) -> np.ndarray:
-    """Load one clip as mono float32 ``(samples,)`` at ``sample_rate``; channels are averaged,
-    other rates are resampled with soxr (high quality), length fixed as the module doc says."""
-    data, rate = read_audio(path)
+def _to_clip(data: np.ndarray, rate: int, name: Path | str, sample_rate: int, seconds: float | None) -> np.ndarray:
+    """Mono (channels averaged), resampled to ``sample_rate`` with soxr (HQ), length fixed."""
     wave = data.mean(axis=1)
     if rate != sample_rate:
         wave = soxr.resample(wave, rate, sample_rate, quality="HQ").astype(np.float32)
     if seconds is not None:
         wave = fix_length(wave, int(round(seconds * sample_rate)))
     if float(np.abs(wave).max()) == 0.0:
-        log.warning("%s: audio is pure digital silence", path)
+        log.warning("%s: audio is pure digital silence", name)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def load_audio(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float | None = None) -> np.ndarray:
+    """Load one clip as mono float32 ``(samples,)`` at ``sample_rate``; channels are averaged,
+    other rates are resampled with soxr (high quality), length fixed as the module doc says."""
+    data, rate = read_audio(path)
+    return _to_clip(data, rate, path, sample_rate, seconds)
+
+
+def decode_audio(
+    data: bytes,
+    name: str,
+    sample_rate: int = SAMPLE_RATE,
+    seconds: float | None = None,
+    max_seconds: float | None = None,
+) -> np.ndarray:
+    """:func:`load_audio` for an upload held in memory: the same checks, errors and clip rule.
+
+    ``name`` (the upload's file name) is what errors name; ``max_seconds`` rejects audio longer
+    than that, or with more samples than that many seconds of stereo 96 kHz (read from the header,
+    before decoding), with an :class:`AudioError`.
+    """
+    wave, rate = _read_checked(io.BytesIO(data), len(data), name, max_seconds)
+    return _to_clip(wave, rate, name, sample_rate, seconds)
 
 
 @dataclass

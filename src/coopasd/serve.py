@@ -1,0 +1,246 @@
+"""The factory-local HTTP scoring service (``coopasd serve``): one saved factory model behind FastAPI.
+
+Routes:
+
+- ``POST /score``: one clip, as the multipart form field ``file`` or as the raw request body
+  (``Content-Type: audio/wav``, ``audio/x-wav``, ``audio/flac`` or ``application/octet-stream``);
+  optional query parameters ``machine``, ``section`` (else read from a DCASE file name, else the
+  model's only section) and ``name`` (the clip's name for a raw body). Answers
+  ``{"factory", "clip", "score", "decision", "threshold", "machine_type", "section"}``, the same
+  numbers as ``coopasd score`` on the same file (both go through :mod:`coopasd.scoring`).
+- ``GET /health``: status, factory name, sections, sample rate and the service's limits.
+- ``GET /openapi.json``: the OpenAPI schema. The interactive pages ``/docs`` and ``/redoc`` load
+  their JavaScript and CSS from a public CDN, which a plant network may not reach; the schema
+  itself needs nothing from outside.
+
+Every client mistake gets a 4xx answer ``{"detail": "..."}`` that names the problem: 400 empty or
+malformed request, 413 body over the size limit (checked from ``Content-Length`` and while the
+body streams in, before it is all read), 415 unsupported content type, 422 audio that cannot be
+used (not audio, corrupt, truncated, NaN samples, longer than the duration limit) or a machine
+type / section the model does not know. 500 is left for bugs, and logged.
+
+There is no authentication or TLS: bind to 127.0.0.1 (the default) or put it behind the plant's
+reverse proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from coopasd.data.audio import decode_audio
+from coopasd.errors import AudioError, CoopasdError
+from coopasd.scoring import FactoryModel, resolve_section, score_wave, sections
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_BYTES = 20_000_000  # 20 MB: a 10 s 16 kHz clip is 320 kB as 16-bit WAV
+DEFAULT_MAX_SECONDS = 60.0  # longer audio is refused before it is decoded
+RAW_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/flac", "audio/x-flac", "application/octet-stream")
+MULTIPART = "multipart/form-data"
+
+
+class ScoreResponse(BaseModel):
+    """One clip's result; ``decision`` is 1 when ``score`` exceeds the section's ``threshold``."""
+
+    factory: str
+    clip: str
+    score: float
+    decision: int
+    threshold: float
+    machine_type: str
+    section: str
+
+
+class HealthResponse(BaseModel):
+    """What the service holds and accepts."""
+
+    status: str
+    factory: str
+    sections: list[str]
+    sample_rate: int
+    seconds: float
+    features: str
+    max_upload_bytes: int
+    max_seconds: float
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "empty or malformed request"),
+        (413, "request body over the size limit"),
+        (415, "unsupported content type"),
+        (422, "unusable audio, or a machine type / section the model does not know"),
+    )
+}
+
+_SCORE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One audio clip (any format libsndfile reads: WAV, FLAC, ...).",
+        "content": {
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in RAW_TYPES},
+        },
+    }
+}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise HTTPException(400, f"invalid Content-Length header {declared!r}")
+        if int(declared) > limit:
+            raise HTTPException(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI ``receive`` that hands out an already-read body once."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _clip_from_request(request: Request, limit: int, name: str | None) -> tuple[bytes, str]:
+    """The clip's bytes and name, from a multipart field ``file`` or a raw audio body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type != MULTIPART and content_type not in RAW_TYPES:
+        raise HTTPException(
+            415,
+            f"unsupported content type '{content_type}'; send multipart field 'file' or one of {', '.join(RAW_TYPES)}",
+        )
+    body = await _read_body(request, limit)
+    if not body:
+        raise HTTPException(400, "empty request body: send the clip as multipart field 'file' or as the raw body")
+    if content_type != MULTIPART:
+        return body, name or "upload"
+    form = await Request(request.scope, _replay(body)).form(max_files=1, max_fields=16)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            fields = ", ".join(sorted(form.keys())) or "none"
+            raise HTTPException(400, f"multipart upload needs a file in form field 'file' (fields sent: {fields})")
+        data = await upload.read()
+        clip = name or upload.filename or "upload"
+    finally:
+        await form.close()
+    if not data:
+        raise HTTPException(400, f"{clip}: empty file (0 bytes)")
+    return data, clip
+
+
+def _score_bytes(
+    model: FactoryModel, data: bytes, clip: str, machine: str | None, section: str | None, max_seconds: float
+) -> ScoreResponse:
+    """Resolve the section, decode and score (blocking; runs in a worker thread)."""
+    m, s = resolve_section(model, clip, machine, section)
+    wave = decode_audio(data, clip, model.data_cfg.sample_rate, model.data_cfg.seconds, max_seconds=max_seconds)
+    result = score_wave(model, wave, m, s)
+    if not math.isfinite(result.score):
+        raise AudioError(clip, "the model gives this clip a non-finite score (degenerate audio)")
+    return ScoreResponse(factory=model.name, clip=clip, **result.to_dict())
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def create_app(
+    model: FactoryModel,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> FastAPI:
+    """The scoring service for one loaded factory model (the app holds no other state).
+
+    ``max_upload_bytes`` caps the request body (413 beyond it); ``max_seconds`` caps the clip's
+    duration (422 beyond it), read from the audio header before decoding.
+    """
+    if max_upload_bytes <= 0 or not max_seconds > 0:
+        raise ValueError(f"limits must be positive, got {max_upload_bytes} bytes and {max_seconds} s")
+    app = FastAPI(
+        title=f"coopasd scoring service: factory '{model.name}'",
+        description="Anomaly scores of machine sound clips from this factory's own detector. "
+        "The clip stays in the plant; nothing leaves this service.",
+        version="1",
+    )
+
+    @app.exception_handler(CoopasdError)
+    async def _coopasd_error(_: Request, err: CoopasdError) -> JSONResponse:
+        """Unusable audio (AudioError), unknown machine type / section (SectionError), ..."""
+        return _error(422, str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in err.errors())
+        return _error(422, problems or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(err).__name__}); see the service log")
+
+    @app.get("/health", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        """Liveness and what the service holds: factory, sections, audio settings, limits."""
+        return HealthResponse(
+            status="ok",
+            factory=model.name,
+            sections=sections(model),
+            sample_rate=model.data_cfg.sample_rate,
+            seconds=model.data_cfg.seconds,
+            features=model.detect_cfg.features,
+            max_upload_bytes=max_upload_bytes,
+            max_seconds=max_seconds,
+        )
+
+    @app.post("/score", response_model=ScoreResponse, responses=_ERRORS, openapi_extra=_SCORE_BODY)
+    async def score(
+        request: Request,
+        machine: Annotated[str | None, Query(description="Machine type of the clip, e.g. fan.")] = None,
+        section: Annotated[str | None, Query(description="Section of the clip, e.g. 00.")] = None,
+        name: Annotated[str | None, Query(description="The clip's file name (for a raw body).")] = None,
+    ) -> ScoreResponse:
+        """Anomaly score and decision of one clip (multipart field ``file`` or the raw body)."""
+        data, clip = await _clip_from_request(request, max_upload_bytes, name)
+        result = await run_in_threadpool(_score_bytes, model, data, clip, machine, section, max_seconds)
+        log.debug("%s: %s/%s score %.4f", clip, result.machine_type, result.section, result.score)
+        return result
+
+    return app
