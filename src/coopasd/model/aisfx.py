@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coopasd.atomic import write_atomic
-from coopasd.model.checkpoint import CheckpointError, load_state_strict, read_checkpoint, save_checkpoint
+from coopasd.model.checkpoint import CheckpointError, checkpoint_bytes, load_state_strict, read_checkpoint
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "aisfx_cnn.pt"
 ORIGINAL_MEMBER = "aisfx/models/checkpoint.pth"  # the checkpoint's path inside the aisfx wheel
@@ -417,7 +417,7 @@ def convert_aisfx_checkpoint(
         "license": "CC BY 4.0 (model weights)",
         "attribution": ATTRIBUTION,
     }
-    save_checkpoint(out, cfg.to_dict(), stored, meta)
+    write_atomic(out, checkpoint_bytes(cfg.to_dict(), stored, meta))
     record = {
         "name": out.stem,
         "what": "aiSFX X-Sequential-CE encoder (4 conv blocks, 64-128-256-512 channels) pre-trained on real "
