@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from coopasd.config import DetectConfig
-from coopasd.detect import KnnDetector
+from coopasd.detect import KnnDetector, detector_from_state, detector_state
 
 
 def test_euclidean_1nn_without_normalization_gives_plain_distances():
@@ -61,3 +61,31 @@ def test_training_scores_are_leave_one_out_and_threshold_separates():
 def test_empty_source_bank_is_an_error():
     with pytest.raises(ValueError, match="source bank"):
         KnnDetector().fit(np.zeros((0, 3)))
+
+
+def test_density_normalization_divides_by_each_members_neighbourhood():
+    # a dense cluster near 0 and a sparse one near 100: the same raw distance is far in the dense
+    # cluster and near in the sparse one
+    source = np.array([[0.0], [1.0], [2.0], [100.0], [110.0], [120.0]])
+    cfg = DetectConfig(metric="euclidean", standardize=False, normalize="density", density_k=2)
+    det = KnnDetector(cfg).fit(source)
+    # densities: 0 -> (1+2)/2 = 1.5, 1 -> 1, 2 -> 1.5, 100 -> 15, 110 -> 10, 120 -> 15
+    assert det.member_scales["source"].tolist() == pytest.approx([1.5, 1.0, 1.5, 15.0, 10.0, 15.0])
+    # 5 from the dense cluster: nearest normalized distance min(5/1.5, 4/1, 3/1.5, 95/15, ...) = 2
+    # 125 from the sparse one: min(5/15, 15/10, ...) = 1/3
+    assert det.score(np.array([[5.0], [125.0]])).tolist() == pytest.approx([2.0, 1 / 3])
+    again = detector_from_state(detector_state(det))
+    assert again.score(np.array([[5.0], [125.0]])).tolist() == pytest.approx([2.0, 1 / 3])
+
+
+def test_kmeans_source_bank_and_target_mixing_change_only_the_banks():
+    rng = np.random.default_rng(0)
+    source, target = rng.normal(size=(40, 3)), rng.normal(size=(3, 3)) + 4
+    cfg = DetectConfig(metric="euclidean", standardize=False, source_bank="kmeans", kmeans_clusters=5, target_mix=2)
+    det = KnnDetector(cfg).fit(source, target)
+    assert det.banks["source"].shape == (5, 3) and det.banks["target"].shape == (3 + 3 * 2, 3)
+    # a mix lies halfway between a target clip and one of its two nearest source clips
+    nearest = np.argsort(((target[0] - source) ** 2).sum(1))[:2]
+    assert np.allclose(det.banks["target"][3].numpy(), 0.5 * (target[0] + source[nearest[0]]), atol=1e-6)
+    # a small bank is kept whole
+    assert KnnDetector(cfg).fit(source[:4]).banks["source"].shape == (4, 3)

@@ -104,3 +104,23 @@ def test_score_command_prints_score_and_decision(tmp_path, tiny_tree, monkeypatc
         monkeypatch, capsys, "train", "--data", str(tiny_tree), "--out", str(tmp_path / "x"), "--mode", "federated-ish"
     )
     assert code == 2 and "--mode" in out
+
+
+def test_frozen_real_audio_member_needs_no_training_and_travels_with_the_model(tmp_path, tiny_tree):
+    cfg = load_config(None, detect={"features": "aisfx+logmel"}, partition={"factories": "north=fan;south=valve"})
+    result = run_learned_mode("local", tiny_tree, cfg)
+    summary = write_run(tmp_path / "run", result, cfg, tiny_tree)
+    assert summary is not None and summary["training"] == {"north": [], "south": []}  # nothing was trained
+    model = FactoryModel.load(tmp_path / "run" / "models" / "north.pt")
+    assert set(model.frozen) == {"aisfx"} and set(model.detectors["fan/00"].members) == {"aisfx", "logmel"}
+    scores = read_score_file(tmp_path / "run" / "submission" / "anomaly_score_fan_section_00_test.csv")
+    names = sorted(scores)[:2]
+    waves = load_many([tiny_tree / "fan" / "test" / n for n in names]).waves
+    assert model.score(waves, "fan", "00")[0] == pytest.approx([scores[n] for n in names], rel=1e-5)
+
+
+def test_detector_members_are_validated():
+    with pytest.raises(ConfigError, match="features"):
+        load_config(None, detect={"features": "learned+mfcc"})
+    with pytest.raises(ConfigError, match="each once"):
+        load_config(None, detect={"features": "logmel+logmel"})

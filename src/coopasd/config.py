@@ -25,7 +25,7 @@ class DataConfig:
     """How clips are read."""
 
     sample_rate: int = SAMPLE_RATE  # Hz; other rates are resampled
-    seconds: float = 2.0  # clip length after crop/tile (see coopasd.data.audio)
+    seconds: float = 0.0  # s; 0 = each clip's own length (no crop); > 0 = crop/tile every clip to it
     on_error: Literal["raise", "skip"] = "raise"  # bad clips: fail listing all, or skip and count
 
 
@@ -71,16 +71,41 @@ class ModelConfig:
     lora_rank: int = 0  # > 0: LoRA adapters of this rank on the attention projections
 
 
+DETECTOR_MEMBERS = ("learned", "logmel", "aisfx")  # what a detector member's memory banks can hold
+FEATURE_ALIASES = {"fusion": ("learned", "logmel")}
+
+
+def detector_members(features: str) -> tuple[str, ...]:
+    """``[detect] features`` as member names: "learned+aisfx+logmel" -> ("learned", "aisfx", "logmel")."""
+    members = FEATURE_ALIASES.get(features) or tuple(m.strip() for m in features.split("+") if m.strip())
+    unknown = [m for m in members if m not in DETECTOR_MEMBERS]
+    if not members or unknown or len(set(members)) != len(members):
+        raise ConfigError(
+            f"[detect] features = {features!r}: expected members of {', '.join(DETECTOR_MEMBERS)} joined by '+' "
+            f"(each once), or one of {', '.join(FEATURE_ALIASES)}"
+        )
+    return members
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """The kNN detector that scores clips (one source and one target memory bank per section)."""
 
-    features: Literal["fusion", "learned", "logmel"] = "fusion"  # which embeddings the banks hold
+    # members joined by "+", their normalized scores averaged: learned (the trained encoder), logmel (log-mel
+    # statistics), aisfx (the frozen real-audio CNN shipped with coopasd); "fusion" = learned+logmel
+    features: str = "fusion"
     metric: Literal["euclidean", "cosine"] = "euclidean"  # distance between learned embeddings
     standardize: bool = True  # z-score learned embeddings with the training clips' statistics first
     k: int = 1  # neighbours per bank
-    normalize: Literal["loo", "none"] = "loo"  # divide each bank's distances by its leave-one-out median
+    normalize: Literal["loo", "density", "none"] = "loo"  # loo: / bank's leave-one-out median; density: / member's
+    density_k: int = 16  # normalize = "density": a member's density = mean distance to its K nearest members
+    source_bank: Literal["all", "kmeans"] = "all"  # source memory bank: every clip, or k-means centroids
+    kmeans_clusters: int = 16  # source_bank = "kmeans": centroids per section
+    target_mix: int = 0  # target bank += 0.5 * (t + s) for each target clip and its N nearest source clips
     threshold_quantile: float = 0.9  # of the training scores' gamma fit -> decision threshold
+
+    def __post_init__(self) -> None:
+        detector_members(self.features)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,11 @@ from typing import Literal
 import numpy as np
 import scipy.stats
 import torch
+from torch import nn
 
 from coopasd.config import DataConfig, DetectConfig, ModelConfig, build
-from coopasd.embed import clip_features
+from coopasd.embed import AISFX_WEIGHTS, clip_features
+from coopasd.model.aisfx import expected_weights_sha256, load_aisfx
 from coopasd.model.beats import BEATs, BEATsConfig
 from coopasd.model.checkpoint import CheckpointError, checkpoint_bytes, load_state_strict, read_checkpoint
 
@@ -49,11 +51,34 @@ def _knn_mean(dist: torch.Tensor, k: int) -> torch.Tensor:
     return dist.topk(k, dim=1, largest=False).values.mean(dim=1)
 
 
+def kmeans_bank(bank: torch.Tensor, clusters: int, metric: Metric, seed: int = 0) -> torch.Tensor:
+    """``clusters`` k-means centroids ``(c, d)`` of ``bank`` ``(n, d)`` (the bank itself when it is small)."""
+    if bank.shape[0] <= clusters:
+        return bank
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=clusters, n_init=4, random_state=seed).fit(bank.numpy())
+    return _prepare(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), metric)
+
+
+def mix_target_bank(target: torch.Tensor, source: torch.Tensor, per_clip: int, metric: Metric) -> torch.Tensor:
+    """The target bank enlarged with ``0.5 * (t + s)`` for each target clip ``t`` and its
+    ``per_clip`` nearest source clips ``s`` (GenRep-style; normal training clips only)."""
+    if per_clip <= 0 or target.shape[0] == 0:
+        return target
+    nearest = _distances(target, source, metric).topk(min(per_clip, source.shape[0]), largest=False).indices
+    mixes = 0.5 * (target.unsqueeze(1) + source[nearest])  # (n_t, per_clip, d)
+    return torch.cat([target, _prepare(mixes.reshape(-1, target.shape[1]), metric)])
+
+
 class KnnDetector:
     """Fit on normal embeddings of one machine type and section; score any clip alone.
 
-    Settings from :class:`DetectConfig`: ``k``, ``metric``, ``standardize``, ``normalize``,
-    ``threshold_quantile`` (``features`` is the caller's business).
+    Settings from :class:`DetectConfig`: ``k``, ``metric``, ``standardize``, ``normalize``
+    (``loo``: a bank's distances over its median leave-one-out distance; ``density``: the distance
+    to each member over that member's mean distance to its ``density_k`` nearest bank members),
+    ``source_bank`` (all clips or k-means centroids), ``target_mix`` and ``threshold_quantile``
+    (``features`` is the caller's business). Nothing is learned from test clips.
     """
 
     def __init__(self, config: DetectConfig = DetectConfig()) -> None:
@@ -62,6 +87,7 @@ class KnnDetector:
         self.std: torch.Tensor | None = None
         self.banks: dict[str, torch.Tensor] = {}
         self.scales: dict[str, float] = {}
+        self.member_scales: dict[str, torch.Tensor] = {}  # normalize = "density": one scale per bank member
         self.threshold: float = float("inf")
 
     def fit(self, source: np.ndarray, target: np.ndarray | None = None) -> KnnDetector:
@@ -76,9 +102,15 @@ class KnnDetector:
         if self.config.standardize:
             self.mean = pooled.mean(dim=0)
             self.std = pooled.std(dim=0, unbiased=False).clamp_min(1e-6)
-        self.banks = {"source": self._embed(src)}
+        cfg = self.config
+        source_bank = self._embed(src)
+        self.banks = {"source": source_bank}
+        if cfg.source_bank == "kmeans":
+            self.banks["source"] = kmeans_bank(source_bank, cfg.kmeans_clusters, cfg.metric)
         if tgt is not None:
-            self.banks["target"] = self._embed(tgt)
+            self.banks["target"] = mix_target_bank(self._embed(tgt), source_bank, cfg.target_mix, cfg.metric)
+        if cfg.normalize == "density":
+            self.member_scales = {name: self._densities(bank) for name, bank in self.banks.items()}
         self.scales = {name: self._loo_scale(bank) for name, bank in self.banks.items()}
         self.threshold = self._fit_threshold(self.training_scores())
         return self
@@ -88,16 +120,29 @@ class KnnDetector:
             x = (x - self.mean) / self.std
         return _prepare(x, self.config.metric)
 
-    def _loo_distances(self, bank: torch.Tensor) -> torch.Tensor:
+    def _densities(self, bank: torch.Tensor) -> torch.Tensor:
+        """Each member's mean distance to its ``density_k`` nearest other members ``(n,)`` (its local density)."""
+        if bank.shape[0] < 2:
+            return torch.ones(bank.shape[0])
+        dist = _distances(bank, bank, self.config.metric)
+        dist.fill_diagonal_(float("inf"))
+        return _knn_mean(dist, min(self.config.density_k, bank.shape[0] - 1)).clamp_min(1e-12)
+
+    def _to_bank(self, queries: torch.Tensor, name: str) -> torch.Tensor:
+        """Distances ``(n_q, n_bank)`` to the members of bank ``name``, over their densities where used."""
+        dist = _distances(queries, self.banks[name], self.config.metric)
+        return dist / self.member_scales[name] if name in self.member_scales else dist
+
+    def _loo_distances(self, bank: torch.Tensor, name: str = "") -> torch.Tensor:
         """Each member's k-NN distance to the other members of its own bank."""
         if bank.shape[0] < 2:
             return torch.zeros(bank.shape[0])
-        dist = _distances(bank, bank, self.config.metric)
+        dist = self._to_bank(bank, name) if name in self.member_scales else _distances(bank, bank, self.config.metric)
         dist.fill_diagonal_(float("inf"))
         return _knn_mean(dist, min(self.config.k, bank.shape[0] - 1))
 
     def _loo_scale(self, bank: torch.Tensor) -> float:
-        if self.config.normalize == "none" or bank.shape[0] < 2:
+        if self.config.normalize != "loo" or bank.shape[0] < 2:
             return 1.0
         return max(float(self._loo_distances(bank).median()), 1e-12)
 
@@ -105,8 +150,7 @@ class KnnDetector:
         """Normalized k-NN distance of each embedding to each bank, ``{bank: (n,)}``."""
         q = self._embed(torch.as_tensor(np.asarray(embeddings), dtype=torch.float32))
         return {
-            name: (_knn_mean(_distances(q, bank, self.config.metric), self.config.k) / self.scales[name]).numpy()
-            for name, bank in self.banks.items()
+            name: (_knn_mean(self._to_bank(q, name), self.config.k) / self.scales[name]).numpy() for name in self.banks
         }
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
@@ -118,11 +162,9 @@ class KnnDetector:
         """Leave-one-out scores of the training clips (each scored without itself)."""
         scores = []
         for name, bank in self.banks.items():
-            own = self._loo_distances(bank) / self.scales[name]
+            own = self._loo_distances(bank, name) / self.scales[name]
             others = [
-                _knn_mean(_distances(bank, other, self.config.metric), self.config.k) / self.scales[o]
-                for o, other in self.banks.items()
-                if o != name
+                _knn_mean(self._to_bank(bank, o), self.config.k) / self.scales[o] for o in self.banks if o != name
             ]
             scores.append(torch.stack([own, *others]).min(dim=0).values)
         return torch.cat(scores).numpy()
@@ -154,6 +196,7 @@ def detector_state(det: KnnDetector) -> dict:
         "std": det.std,
         "banks": dict(det.banks),
         "scales": dict(det.scales),
+        "member_scales": dict(det.member_scales),
         "threshold": det.threshold,
     }
 
@@ -162,6 +205,7 @@ def detector_from_state(state: dict) -> KnnDetector:
     det = KnnDetector(build(DetectConfig, state["config"], "detect"))
     det.mean, det.std = state["mean"], state["std"]
     det.banks, det.scales, det.threshold = dict(state["banks"]), dict(state["scales"]), float(state["threshold"])
+    det.member_scales = dict(state.get("member_scales", {}))
     return det
 
 
@@ -211,9 +255,12 @@ def section_key(machine_type: str, section: str) -> str:
 
 
 def member_settings(name: str, cfg: DetectConfig) -> DetectConfig:
-    """The ``learned`` member follows ``[detect]``; the ``logmel`` member is always z-scored Euclidean."""
+    """The ``learned`` member follows ``[detect]``; ``logmel`` is always z-scored Euclidean; ``aisfx``
+    (a frozen pre-trained embedding) cosine without z-scoring, as it was measured best."""
     if name == "learned":
         return cfg
+    if name == "aisfx":
+        return dataclasses.replace(cfg, metric="cosine", standardize=False)
     return dataclasses.replace(cfg, metric="euclidean", standardize=True)
 
 
@@ -243,9 +290,10 @@ class FactoryModel:
     classes: list[str] = field(default_factory=list)  # the head's attribute classes
     head_state: dict | None = None  # the local margin head (never shared)
     meta: dict = field(default_factory=dict)
+    frozen: dict[str, nn.Module] = field(default_factory=dict)  # frozen encoders of detector members (aisfx)
 
     def features(self, waves: np.ndarray, device: str = "auto") -> dict[str, np.ndarray]:
-        return clip_features(self.encoder, waves, self.model_cfg, self.detect_cfg, device)
+        return clip_features(self.encoder, waves, self.model_cfg, self.detect_cfg, device, self.frozen)
 
     def score(self, waves: np.ndarray, machine_type: str, section: str) -> tuple[np.ndarray, np.ndarray]:
         """Anomaly scores and 0/1 decisions of ``(n, samples)`` waves of one machine type and section."""
@@ -266,6 +314,9 @@ class FactoryModel:
             "classes": list(self.classes),
             "detectors": {k: d.state() for k, d in self.detectors.items()},
             "head": self.head_state,
+            "frozen": {
+                name: expected_weights_sha256(AISFX_WEIGHTS) for name in self.frozen
+            },  # shipped weights, checked on load
         }
         return checkpoint_bytes(self.encoder.cfg.to_dict(), self.encoder.state_dict(), payload_meta)
 
@@ -289,5 +340,6 @@ class FactoryModel:
             detectors={k: FusedDetector.from_state(v) for k, v in meta.pop("detectors").items()},
             classes=list(meta.pop("classes")),
             head_state=meta.pop("head"),
+            frozen={n: load_aisfx(AISFX_WEIGHTS, expected_sha256=h) for n, h in meta.pop("frozen", {}).items()},
             meta=meta,
         )

@@ -6,9 +6,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
-from coopasd.config import DetectConfig, ModelConfig
+from coopasd.config import DetectConfig, ModelConfig, detector_members
 from coopasd.features import logmel_statistics
+from coopasd.model.aisfx import DEFAULT_WEIGHTS as AISFX_WEIGHTS
+from coopasd.model.aisfx import AisfxCNN, load_aisfx
 from coopasd.model.beats import BEATs, Pooling, pool
 
 LOGMEL_BATCH = 64  # clips per batch when computing log-mel statistics
@@ -76,16 +79,43 @@ def logmel_features(waves: np.ndarray) -> np.ndarray:
     return np.concatenate([logmel_statistics(waves[i : i + LOGMEL_BATCH]) for i in range(0, len(waves), LOGMEL_BATCH)])
 
 
+def frozen_encoders(detect_cfg: DetectConfig) -> dict[str, nn.Module]:
+    """The frozen pre-trained encoders the detector's members need (``aisfx``: the shipped weights, verified)."""
+    return {"aisfx": load_aisfx(AISFX_WEIGHTS)} if "aisfx" in detector_members(detect_cfg.features) else {}
+
+
+@torch.no_grad()
+def frozen_embed(encoder: AisfxCNN, waves: np.ndarray, batch_size: int = 16, device: str = "auto") -> np.ndarray:
+    """The frozen aiSFX embedding ``(n, 512)`` (last block, mean over frequency, max over time)."""
+    dev = pick_device(device)
+    encoder = encoder.to(dev).eval()
+    out = [
+        encoder(torch.as_tensor(waves[i : i + batch_size], device=dev)).cpu() for i in range(0, len(waves), batch_size)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros((0, encoder.embedding_dim), np.float32)
+
+
 def clip_features(
-    encoder: BEATs | None, waves: np.ndarray, model_cfg: ModelConfig, detect_cfg: DetectConfig, device: str = "auto"
+    encoder: BEATs | None,
+    waves: np.ndarray,
+    model_cfg: ModelConfig,
+    detect_cfg: DetectConfig,
+    device: str = "auto",
+    frozen: dict[str, nn.Module] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The feature sets the detector of ``detect_cfg.features`` needs, for ``(n, samples)`` waves:
-    ``learned`` (pooled encoder layer) and/or ``logmel`` (log-mel statistics), each ``(n, d)``."""
+    """The feature sets the detector members of ``detect_cfg.features`` need, for ``(n, samples)`` waves,
+    each ``(n, d)``: ``learned`` (pooled encoder layer), ``logmel`` (log-mel statistics), ``aisfx``
+    (the frozen encoder ``frozen["aisfx"]``, see :func:`frozen_encoders`)."""
     out: dict[str, np.ndarray] = {}
-    if detect_cfg.features in ("fusion", "learned"):
-        if encoder is None:
-            raise ValueError("learned features need an encoder")
-        out["learned"] = embed(encoder, waves, model_cfg.pooling, model_cfg.layer, device=device)
-    if detect_cfg.features in ("fusion", "logmel"):
-        out["logmel"] = logmel_features(waves)
+    for member in detector_members(detect_cfg.features):
+        if member == "learned":
+            if encoder is None:
+                raise ValueError("learned features need an encoder")
+            out["learned"] = embed(encoder, waves, model_cfg.pooling, model_cfg.layer, device=device)
+        elif member == "logmel":
+            out["logmel"] = logmel_features(waves)
+        else:
+            if not frozen or member not in frozen:
+                raise ValueError(f"the {member} member needs its frozen encoder (see frozen_encoders)")
+            out[member] = frozen_embed(frozen[member], waves, device=device)  # type: ignore[arg-type]
     return out

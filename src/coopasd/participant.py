@@ -19,7 +19,7 @@ from coopasd.config import RunConfig
 from coopasd.data.dataset import FactoryData
 from coopasd.data.layout import Clip, group_by_machine_section
 from coopasd.detect import FactoryModel, fit_detector, section_key
-from coopasd.embed import clip_features
+from coopasd.embed import clip_features, frozen_encoders
 from coopasd.evaluation import SectionScores
 from coopasd.model.beats import BEATs
 from coopasd.results import FactoryResult
@@ -95,14 +95,15 @@ def build_factory_model(
     data: FactoryData, encoder: BEATs, cfg: RunConfig, head: TrainedHead, meta: dict
 ) -> FactoryModel:
     """Memory banks of the factory's normal clips per machine type and section, with ``encoder``."""
-    features = clip_features(encoder, data.train_waves, cfg.model, cfg.detect, cfg.train.device)
+    frozen = frozen_encoders(cfg.detect)
+    features = clip_features(encoder, data.train_waves, cfg.model, cfg.detect, cfg.train.device, frozen)
     detectors = {}
     for (machine, section), _, rows in _sections(data.train_clips):
         detectors[section_key(machine, section)] = fit_detector(
             {k: v[rows] for k, v in features.items()}, data.is_target[rows], cfg.detect
         )
     return FactoryModel(
-        data.factory.name, encoder, cfg.model, cfg.detect, cfg.data, detectors, head.classes, head.state, meta
+        data.factory.name, encoder, cfg.model, cfg.detect, cfg.data, detectors, head.classes, head.state, meta, frozen
     )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from coopasd.baseline import run_baseline
-from coopasd.config import RunConfig
+from coopasd.config import RunConfig, detector_members
 from coopasd.data.dataset import FactoryData, clips_to_load, load_all
 from coopasd.data.layout import Clip, discover_clips
 from coopasd.data.partition import parse_factories
@@ -48,7 +48,7 @@ def _history(history: dict[str, list]) -> dict[str, list[dict]]:
 
 
 def _learns(cfg: RunConfig) -> bool:
-    return cfg.detect.features != "logmel"
+    return "learned" in detector_members(cfg.detect.features)
 
 
 def run_centralized(datas: Sequence[FactoryData], cfg: RunConfig, progress: Advance | None = None) -> ModeResult:

@@ -202,6 +202,12 @@ def run_notes(result: ModeResult, cfg: RunConfig, data_dir: Path) -> list[str]:
             f"detector: {cfg.detect.features} kNN (k={cfg.detect.k}), "
             f"embedding {cfg.model.pooling} of layer {cfg.model.layer}"
         )
+    seconds = cfg.data.seconds
+    notes.append(
+        f"clip length: every clip cropped (its first {seconds:g} s) or tiled to {seconds:g} s ([data] seconds)"
+        if seconds
+        else "clip length: each clip's own length (no crop)"
+    )
     if result.models:
         notes.append("factories: " + ", ".join(f"{m.name} ({', '.join(sorted(m.detectors))})" for m in result.models))
     if result.mode == "federated":

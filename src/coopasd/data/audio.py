@@ -3,7 +3,9 @@
 Length rule (documented for users): a clip longer than ``seconds`` keeps its first
 ``seconds`` (deterministic, like a stream that starts recording); a shorter clip is tiled
 (repeated end to start) up to ``seconds``, because zero padding would add silence that no
-normal machine makes and bias every log-mel statistic. ``seconds=None`` keeps native length.
+normal machine makes and bias every log-mel statistic. ``seconds=None`` (or 0) keeps each
+clip's own length; :func:`load_many` then brings a set whose lengths differ to its most common
+length (the dataset's own length) by the same rule, and logs how many clips it changed.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def _to_clip(data: np.ndarray, rate: int, name: Path | str, sample_rate: int, se
     wave = data.mean(axis=1)
     if rate != sample_rate:
         wave = soxr.resample(wave, rate, sample_rate, quality="HQ").astype(np.float32)
-    if seconds is not None:
+    if seconds:
         wave = fix_length(wave, int(round(seconds * sample_rate)))
     if float(np.abs(wave).max()) == 0.0:
         log.warning("%s: audio is pure digital silence", name)
@@ -154,13 +156,13 @@ class LoadedClips:
 def load_many(
     paths: Sequence[Path],
     sample_rate: int = SAMPLE_RATE,
-    seconds: float = 2.0,
+    seconds: float | None = None,
     on_error: OnError = "raise",
     progress: Callable[[int], None] | None = None,
 ) -> LoadedClips:
     """Load clips to one array. ``on_error="raise"`` reads every file first and then raises one
     :class:`BadClipsError` listing all bad files; ``"skip"`` drops them with a logged warning and
-    keeps them in ``skipped`` for the run summary."""
+    keeps them in ``skipped`` for the run summary. ``seconds`` None or 0: the clips' own length."""
     waves: list[np.ndarray] = []
     kept: list[Path] = []
     errors: list[AudioError] = []
@@ -176,6 +178,24 @@ def load_many(
         raise BadClipsError(errors)
     for err in errors:
         log.warning("skipping bad clip %s", err)
-    length = int(round(seconds * sample_rate))
+    if waves and not seconds:
+        waves = _to_common_length(waves, kept)
+    length = len(waves[0]) if waves else int(round((seconds or 0) * sample_rate))
     array = np.stack(waves) if waves else np.zeros((0, length), np.float32)
     return LoadedClips(array, kept, errors)
+
+
+def _to_common_length(waves: list[np.ndarray], paths: Sequence[Path]) -> list[np.ndarray]:
+    """Clips of one set at their most common length (the dataset's own length), by the module's rule."""
+    lengths = [len(w) for w in waves]
+    common = max(set(lengths), key=lambda n: (lengths.count(n), n))
+    changed = [p for p, n in zip(paths, lengths, strict=True) if n != common]
+    if changed:
+        log.warning(
+            "%d of %d clips differ from the set's common length (%d samples), e.g. %s: cropped or tiled to it",
+            len(changed),
+            len(waves),
+            common,
+            changed[0],
+        )
+    return [fix_length(w, common) if len(w) != common else w for w in waves]

@@ -486,6 +486,14 @@ def _expected_sha256(path: Path, expected: str | None) -> tuple[str | None, str]
         raise AisfxWeightsError(f"{record}: not an aiSFX weights record ({err})") from err
 
 
+def expected_weights_sha256(path: Path | str = DEFAULT_WEIGHTS) -> str:
+    """The sha256 the record beside ``path`` gives for it (what a factory model stores to re-find its weights)."""
+    want, _ = _expected_sha256(Path(path), None)
+    if want is None:
+        raise AisfxWeightsError(f"{path}: no record beside it gives its sha256")
+    return want
+
+
 def load_aisfx(
     path: Path | str = DEFAULT_WEIGHTS, *, sample_rate: int | None = None, expected_sha256: str | None = None
 ) -> AisfxCNN:
