@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--detectors", default=DEFAULT_DETECTORS, help="';'-separated [detect] features values")
     parser.add_argument("--modes", default="federated,centralized,local")
     parser.add_argument("--plants", default="dev,unseen")
+    parser.add_argument("--evaluate-every", type=int, default=None, help="[federation] evaluate_every (0: no curve)")
     args = parser.parse_args()
     console = Console()
     modes = args.modes.split(",")
@@ -59,7 +60,7 @@ def main() -> None:
         table.add_row(plant, "log-mel floor (no learning)", *[score] * len(modes), "")
         console.print(f"{plant} | floor | {score}")
         for features in args.detectors.split(";"):
-            cfg = load_config(None, detect={"features": features})
+            cfg = load_config(None, detect={"features": features}, federation={"evaluate_every": args.evaluate_every})
             row = []
             start = time.time()
             for mode in modes:
