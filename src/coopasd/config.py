@@ -5,7 +5,13 @@ Unknown keys are an error, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
+import re
+import textwrap
+import tokenize
 import tomllib
 import types
 import typing
@@ -24,8 +30,8 @@ SAMPLE_RATE = 16_000  # Hz: the rate every encoder and feature of coopasd works 
 class DataConfig:
     """How clips are read."""
 
-    sample_rate: int = SAMPLE_RATE  # Hz; other rates are resampled
-    seconds: float = 0.0  # s; 0 = each clip's own length (no crop); > 0 = crop/tile every clip to it
+    sample_rate: int = SAMPLE_RATE  # [Hz] rate clips are brought to; other rates are resampled
+    seconds: float = 0.0  # [s] 0 = each clip's own length (no crop); > 0 = crop longer clips, tile shorter ones
     on_error: Literal["raise", "skip"] = "raise"  # bad clips: fail listing all, or skip and count
 
 
@@ -33,7 +39,7 @@ class DataConfig:
 class BaselineConfig:
     """The non-learned log-mel kNN floor."""
 
-    k: int = 1  # neighbours per bank
+    k: int = 1  # [neighbours] per memory bank
     normalize: Literal["loo", "none"] = "loo"  # per-bank leave-one-out distance normalization
 
 
@@ -41,16 +47,16 @@ class BaselineConfig:
 class TrainConfig:
     """Local training settings."""
 
-    epochs: int = 10  # passes over the participant's clips (centralized, local-only)
-    batch_size: int = 16  # clips per step
+    epochs: int = 10  # [epochs] passes over the participant's clips (centralized, local-only)
+    batch_size: int = 16  # [clips] per training step
     lr: float = 3e-4  # peak AdamW learning rate
     weight_decay: float = 0.01  # AdamW weight decay
-    warmup_fraction: float = 0.1  # share of steps with linear warm-up, then cosine decay
-    grad_clip: float = 1.0  # max gradient norm
-    margin: float = 0.2  # ArcFace angular margin (radians)
+    warmup_fraction: float = 0.1  # [fraction] of steps with linear warm-up, then cosine decay
+    grad_clip: float = 1.0  # largest gradient norm (clipped above)
+    margin: float = 0.2  # [rad] ArcFace angular margin
     scale: float = 30.0  # ArcFace logit scale
-    target_fraction: float = 0.2  # oversample target-domain clips to this share of an epoch
-    crop_seconds: float = 1.0  # random crop per training clip (0 = whole clip)
+    target_fraction: float = 0.2  # [fraction] of an epoch: target-domain clips are oversampled to it
+    crop_seconds: float = 1.0  # [s] random crop per training clip (0 = whole clip)
     spec_augment: bool = True  # one time and one frequency mask per clip
     mixup: float = 0.0  # Beta(a, a) mixup of waveforms and labels; 0 = off
     pseudo_anomalies: bool = True  # add perturbed-clip classes to the auxiliary task
@@ -68,7 +74,7 @@ class ModelConfig:
     checkpoint: str = "pretrained"  # "pretrained" (shipped tiny), "none" (random init) or a path
     pooling: Literal["mean", "mean_freq"] = "mean_freq"  # mean over patches, or over time per frequency
     layer: int = 1  # transformer layer whose output is pooled (-1 = last)
-    lora_rank: int = 0  # > 0: LoRA adapters of this rank on the attention projections
+    lora_rank: int = 0  # [rank] > 0: LoRA adapters of this rank on the attention projections
 
 
 DETECTOR_MEMBERS = ("learned", "logmel", "aisfx")  # what a detector member's memory banks can hold
@@ -91,18 +97,16 @@ def detector_members(features: str) -> tuple[str, ...]:
 class DetectConfig:
     """The kNN detector that scores clips (one source and one target memory bank per section)."""
 
-    # members joined by "+", their normalized scores averaged: learned (the trained encoder), logmel (log-mel
-    # statistics), aisfx (the frozen real-audio CNN shipped with coopasd); "fusion" = learned+logmel
-    features: str = "fusion"
+    features: str = "fusion"  # members joined by "+": learned, logmel, aisfx (frozen); fusion = learned+logmel
     metric: Literal["euclidean", "cosine"] = "euclidean"  # distance between learned embeddings
     standardize: bool = True  # z-score learned embeddings with the training clips' statistics first
-    k: int = 1  # neighbours per bank
-    normalize: Literal["loo", "density", "none"] = "loo"  # loo: / bank's leave-one-out median; density: / member's
-    density_k: int = 16  # normalize = "density": a member's density = mean distance to its K nearest members
+    k: int = 1  # [neighbours] per memory bank
+    normalize: Literal["loo", "density", "none"] = "loo"  # loo: / the bank's leave-one-out median; density: / member's
+    density_k: int = 16  # [neighbours] normalize = "density": a member's density = mean distance to its K nearest
     source_bank: Literal["all", "kmeans"] = "all"  # source memory bank: every clip, or k-means centroids
-    kmeans_clusters: int = 16  # source_bank = "kmeans": centroids per section
-    target_mix: int = 0  # target bank += 0.5 * (t + s) for each target clip and its N nearest source clips
-    threshold_quantile: float = 0.9  # of the training scores' gamma fit -> decision threshold
+    kmeans_clusters: int = 16  # [centroids] per section, when source_bank = "kmeans"
+    target_mix: int = 0  # [mixes per clip] target bank += 0.5 * (t + s) for each target clip and its N nearest sources
+    threshold_quantile: float = 0.9  # [quantile] of the gamma fit to training scores: the decision threshold
 
     def __post_init__(self) -> None:
         detector_members(self.features)
@@ -119,19 +123,20 @@ class PartitionConfig:
 class FederationConfig:
     """Federated training with Flower."""
 
-    rounds: int = 10  # aggregation rounds
-    local_epochs: int = 1  # epochs each factory trains per round (rounds x local_epochs = [train] epochs)
+    rounds: int = 10  # [rounds] of aggregation
+    local_epochs: int = 1  # [epochs] each factory trains per round (rounds x local_epochs = [train] epochs)
     strategy: Literal["fedavg", "fedavgm", "fedadam", "fedprox"] = "fedavgm"  # server aggregation (ablation: README)
     share: Literal["encoder", "no_norm", "lora"] = "encoder"  # what crosses the wire (heads never do)
     proximal_mu: float = 0.01  # FedProx term (strategy "fedprox")
     server_lr: float = 1.0  # FedAvgM server learning rate / FedAdam eta
     server_momentum: float = 0.9  # FedAvgM momentum
     lr_decay: float = 0.8  # client learning rate x lr_decay ** (round - 1)
-    min_participants: int = 2  # a round is aggregated only when at least this many factories answer
-    round_timeout: float = 900.0  # seconds to wait for the factories' replies in a round
-    evaluate_every: int = 1  # federated metric every N rounds (per-round curves); 0 = at the end only
-    personalize_epochs: int = 1  # after the last round, each factory fine-tunes the global model locally
+    min_participants: int = 2  # [factories] a round is aggregated only when at least this many factories answer
+    round_timeout: float = 900.0  # [s] to wait for the factories' replies in a round
+    evaluate_every: int = 1  # [rounds] between federated metrics (per-round curves); 0 = at the end only
+    personalize_epochs: int = 1  # [epochs] after the last round, each factory fine-tunes the global model locally
     drop_out: str = ""  # fault drill: "factory:round+round;..." makes those factories fail those rounds
+    keep_checkpoints: int = 2  # [files] round_NNN.pt global checkpoints kept beside latest.pt; -1 = all
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,19 @@ def load_config(path: Path | None = None, **sections: dict[str, Any]) -> RunConf
     return config
 
 
+def from_flags(
+    path: Path | None,
+    checkpoint: str | None = None,
+    factories: str | None = None,
+    skip_bad_clips: bool = False,
+    **sections: dict[str, Any],
+) -> RunConfig:
+    """:func:`load_config` with the flags that train, federate and compare share (None: not given)."""
+    shared = {"model": {"checkpoint": checkpoint}, "partition": {"factories": factories}}
+    shared["data"] = {"on_error": "skip" if skip_bad_clips else None}
+    return load_config(path, **{k: shared.get(k, {}) | sections.get(k, {}) for k in shared | sections})
+
+
 def failing_rounds(spec: str, factory: str) -> set[int]:
     """Rounds in which ``factory`` fails on purpose, from ``[federation] drop_out`` ("name:1+2;...")."""
     rounds: set[int] = set()
@@ -246,3 +264,87 @@ def from_toml_text(text: str) -> RunConfig:
         return build(RunConfig, tomllib.loads(text))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"run config is not valid TOML ({err})") from err
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One key of the effective config, as ``coopasd config show`` prints it."""
+
+    section: str
+    key: str
+    value: Any
+    default: Any
+    unit: str  # from the field's ``# [unit] meaning`` comment; "" where none
+    meaning: str
+
+    @property
+    def changed(self) -> bool:
+        return self.value != self.default
+
+
+def field_docs(cls: type) -> dict[str, tuple[str, str]]:
+    """``{field: (unit, meaning)}`` of a config dataclass, read from each field's ``# [unit] meaning`` comment.
+
+    The comments in this file are the one source of every key's documentation.
+    """
+    source = textwrap.dedent(inspect.getsource(cls))
+    lines = io.StringIO(source).readline
+    comments = {t.start[0]: t.string for t in tokenize.generate_tokens(lines) if t.type == tokenize.COMMENT}
+    docs: dict[str, tuple[str, str]] = {}
+    for node in typing.cast(ast.ClassDef, ast.parse(source).body[0]).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = comments.get(node.end_lineno or node.lineno, "").lstrip("#").strip()
+            unit = re.match(r"\[([^\]]+)\]\s*", text)
+            docs[node.target.id] = (unit[1], text[unit.end() :]) if unit else ("", text)
+    return docs
+
+
+def describe(config: RunConfig) -> list[ConfigEntry]:
+    """Every key of ``config`` with its default, unit and meaning, section by section."""
+    defaults = RunConfig()
+    entries = []
+    for section in dataclasses.fields(RunConfig):
+        values, default = getattr(config, section.name), getattr(defaults, section.name)
+        for name, (unit, meaning) in field_docs(type(values)).items():
+            entries.append(
+                ConfigEntry(section.name, name, getattr(values, name), getattr(default, name), unit, meaning)
+            )
+    return entries
+
+
+CONFIG_COLUMNS = ("key", "value", "default", "unit", "meaning")  # of config_rows
+
+
+def config_rows(config: RunConfig) -> list[tuple[str, ...]]:
+    """The table of ``coopasd config show``: a one-cell ``[section]`` row before each section's keys,
+    then one row per key (:data:`CONFIG_COLUMNS`); a key whose value differs from its default starts with ``*``."""
+    rows: list[tuple[str, ...]] = []
+    section = ""
+    for e in describe(config):
+        if e.section != section:
+            section = e.section
+            rows.append((f"[{section}]",))
+        marked = f"{'*' if e.changed else ' '}{e.key}"
+        rows.append((marked, toml_value(e.value), toml_value(e.default), e.unit, e.meaning))
+    return rows
+
+
+def toml_value(value: Any) -> str:
+    """A value as TOML writes it (strings quoted, booleans lower case)."""
+    return tomli_w.dumps({"v": value})[len("v = ") :].strip()
+
+
+def commented_toml(config: RunConfig, header: str = "") -> str:
+    """``config`` as TOML with every key and its ``# [unit] meaning`` comment (a valid ``--config`` file);
+    a key that differs from its default says the default."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    section = ""
+    for entry in describe(config):
+        if entry.section != section:
+            section = entry.section
+            doc = inspect.getdoc(type(getattr(config, section))) or ""
+            lines += ["", f"[{section}]  # {doc.splitlines()[0]}" if doc else f"[{section}]"]
+        unit = f"[{entry.unit}] " if entry.unit else ""
+        default = f" (default {toml_value(entry.default)})" if entry.changed else ""
+        lines.append(f"{entry.key} = {toml_value(entry.value)}  # {unit}{entry.meaning}{default}")
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -50,3 +50,7 @@ class SubmissionError(CoopasdError):
 
 class SectionError(CoopasdError):
     """A clip's machine type and section are unknown to the factory model, or cannot be told."""
+
+
+class RunDirError(CoopasdError):
+    """An output directory cannot take this run: not empty, another kind of run, or a finished run without --force."""

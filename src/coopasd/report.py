@@ -13,23 +13,41 @@ import hashlib
 import html
 import io
 import json
-from collections.abc import Sequence
+import shlex
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from coopasd.atomic import write_atomic
 from coopasd.config import RunConfig, to_toml
 from coopasd.data.layout import Clip
 from coopasd.detect import FactoryModel, section_key
-from coopasd.errors import SubmissionError
+from coopasd.environment import host, versions
+from coopasd.errors import RunDirError, SubmissionError
 from coopasd.evaluation import ScoredRun, decision_file_name, read_submission, score_file_name
 from coopasd.results import Comparison, FactoryResult, ModeResult
 
 FEDERATION_FILE = "federation.json"  # the server's result in its run directory
 FACTORY_MODEL_FILE = "model.pt"  # a federated factory's detector, in its own folder
 FACTORY_RECORD_FILE = "factory.json"  # a federated factory's skipped clips, in its own folder
+RUN_RECORD = "run.json"  # a run directory's kind, command line, start/end (UTC), versions and host
+
+_RUN_FILES = ("config.toml", RUN_RECORD, "submission", "models", "metrics.json", "metrics.csv", "report.html")
+RUN_OUTPUTS: dict[str, tuple[str, ...]] = {  # what a run of each command writes in its --out (and --force deletes)
+    "baseline": (*_RUN_FILES, "scores.png"),
+    "train": (*_RUN_FILES, "scores.png"),
+    "federate": (*_RUN_FILES, "scores.png", "rounds.png", "checkpoints", "factories", FEDERATION_FILE),
+    "compare": (*_RUN_FILES, "rounds.png", "comparison.json", "federated", "centralized", "local"),
+    "demo": (RUN_RECORD, "data", "baseline", "compare"),
+}
 
 
 def _csv_text(rows: Sequence[Sequence[object]]) -> str:
@@ -67,6 +85,74 @@ def read_json(path: Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise SubmissionError(f"{path}: cannot read ({err})") from err
+
+
+def _earlier_run(out: Path) -> dict:
+    try:
+        record = json.loads((out / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def claim_run_dir(out: Path, kind: str, force: bool = False, resume: bool = False) -> None:
+    """Check that ``out`` may take a run of command ``kind``, and clear an earlier one of the same kind.
+
+    ``out`` must be absent, empty, or an earlier ``kind`` run (its ``run.json`` says so). An earlier
+    finished run is replaced only with ``force``; an unfinished one (failed, interrupted) is replaced.
+    Replacing deletes what that run wrote (:data:`RUN_OUTPUTS`) and nothing else. ``resume`` (federate)
+    needs ``out/checkpoints/latest.pt`` and keeps everything. Raises :class:`RunDirError` otherwise.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    if resume:
+        if not (out / "checkpoints" / "latest.pt").is_file():
+            raise RunDirError(f"{out}: nothing to resume (no checkpoints/latest.pt)")
+        return
+    if not out.exists() or not any(out.iterdir()):
+        return
+    earlier = _earlier_run(out)
+    if earlier.get("kind") != kind:
+        found = f"holds a '{earlier['kind']}' run" if earlier.get("kind") else f"is not empty and has no {RUN_RECORD}"
+        raise RunDirError(f"{out}: {found}; choose an empty or new --out for '{kind}'")
+    if earlier.get("status") == "finished" and not force:
+        raise RunDirError(
+            f"{out}: holds a finished '{kind}' run (ended {earlier.get('ended_utc')}); "
+            "pass --force to replace it, or choose a new --out"
+        )
+    for name in RUN_OUTPUTS[kind]:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@contextmanager
+def recorded_run(
+    out: Path, kind: str, command: Sequence[str], force: bool = False, resume: bool = False
+) -> Iterator[dict]:
+    """Claim ``out`` (:func:`claim_run_dir`) and keep ``out/run.json``: written when the run starts
+    (status "running") and again when it ends ("finished" or "failed", with the error)."""
+    claim_run_dir(out, kind, force, resume)
+    record: dict = {"kind": kind, "status": "running", "command": shlex.join(command), "resumed": resume}
+    record |= {"started_utc": _utc_now(), "ended_utc": None, "seconds": None, "versions": versions(), "host": host()}
+    started = time.monotonic()
+    write_json(Path(out) / RUN_RECORD, record)
+    try:
+        yield record
+        record["status"] = "finished"
+    except BaseException as err:
+        record |= {"status": "failed", "error": str(err) or type(err).__name__}
+        raise
+    finally:
+        record |= {"ended_utc": _utc_now(), "seconds": round(time.monotonic() - started, 3)}
+        write_json(Path(out) / RUN_RECORD, record)
 
 
 def save_model(path: Path, model: FactoryModel) -> Path:
@@ -118,10 +204,10 @@ def write_metrics(run_dir: Path, summary: dict) -> None:
 
 def metrics_table(summary: dict, title: str = "DCASE 2023 Task 2 metrics") -> Table:
     """A rich table of the per-machine values and the mean rows."""
-    table = Table(title=title)
+    table = Table(title=Text(title))  # Text: a path in the title is not read as markup
     rows = metrics_rows(summary)
     for i, name in enumerate(rows[0]):
-        table.add_column(str(name).replace("_", " "), justify="left" if i == 0 else "right")
+        table.add_column(str(name).replace("_", " "), justify="left" if i == 0 else "right", overflow="fold")
     for row in rows[1:]:
         style = "bold" if row[0] == "harmonic mean" else None
         table.add_row(str(row[0]), *(f"{100 * float(v):.2f}" for v in row[1:]), style=style)
@@ -317,37 +403,51 @@ def plot_rounds(run_dir: Path, rounds: Sequence[dict], references: dict[str, flo
     return write_atomic(Path(run_dir) / "rounds.png", buffer.getvalue())
 
 
+METRIC_LABELS = {"auc_source": "AUC source", "auc_target": "AUC target", "pauc": "pAUC", "official_score": "hmean"}
+VS_CENTRAL = "fed vs central (%)"  # relative difference, in % of the centralized value
+VS_LOCAL = "fed vs local (pt)"  # absolute difference, in percentage points
+
+
 def comparison_rows(modes: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    """Per machine AUC(source), AUC(target), pAUC, official for each mode, plus fed-vs-central and fed-vs-local."""
+    """Per machine AUC(source), AUC(target), pAUC, hmean for each mode (in %), plus federated vs centralized
+    (relative, in % of centralized) and federated vs local-only (absolute, in percentage points)."""
     names = list(modes)
     machines = sorted(next(iter(modes.values()))["machines"])
     header = ["machine", "metric", *names]
     if {"federated", "centralized"} <= set(names):
-        header.append("fed vs central")
+        header.append(VS_CENTRAL)
     if {"federated", "local"} <= set(names):
-        header.append("fed vs local")
+        header.append(VS_LOCAL)
     rows: list[list[str]] = []
 
     def add(label: str, metric: str, values: dict[str, float]) -> None:
         row = [label, metric, *(f"{100 * values[n]:.2f}" for n in names)]
-        if "fed vs central" in header:
+        if VS_CENTRAL in header:
             row.append(f"{100 * (values['federated'] - values['centralized']) / values['centralized']:+.2f}%")
-        if "fed vs local" in header:
+        if VS_LOCAL in header:
             row.append(f"{100 * (values['federated'] - values['local']):+.2f} pt")
         rows.append(row)
 
     for m in machines:
-        for metric in ("auc_source", "auc_target", "pauc", "official_score"):
-            add(m, metric, {n: modes[n]["machines"][m][metric] for n in names})
-    add("all", "official_score", {n: modes[n]["official_score"] for n in names})
+        for metric, label in METRIC_LABELS.items():
+            add(m, label, {n: modes[n]["machines"][m][metric] for n in names})
+    add("all", "official", {n: modes[n]["official_score"] for n in names})
     return header, rows
 
 
 def comparison_table(modes: dict[str, dict]) -> Table:
+    """The comparison as a rich table that folds, never cuts, cells and headers on a narrow terminal."""
     header, rows = comparison_rows(modes)
-    table = Table(title="federated vs centralized vs local-only (values in %)")
+    table = Table(
+        title="federated vs centralized vs local-only (values in %)",
+        caption="fed vs central: relative, in % of centralized; fed vs local: absolute, in percentage points",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < 2 else "right")
+        label = name.replace("fed vs ", "fed vs\n")
+        table.add_column(label, justify="left" if i < 2 else "right", overflow="fold")
     for row in rows:
         table.add_row(*row, style="bold" if row[0] == "all" else None)
     return table

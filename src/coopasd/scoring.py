@@ -2,21 +2,38 @@
 
 Both commands load audio with :mod:`coopasd.data.audio` (a file, or an upload's bytes, through
 the same checks and clip rule), pick the machine type and section with :func:`resolve_section`
-and score with :func:`score_wave`, so they cannot disagree.
+and score with :func:`score_wave`, so they cannot disagree. A clip is scored the way the model's
+run saw clips: brought to the model's ``[data] seconds`` (a longer clip keeps its first seconds,
+a shorter one is tiled), so its score equals the one in that run's submission files;
+:func:`score_file` says how long the file itself was.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from coopasd.data.audio import fix_length, load_audio
 from coopasd.data.layout import parse_clip_path
 from coopasd.detect import FactoryModel  # the only import of the saved model's class
 from coopasd.errors import LayoutError, SectionError
 
-__all__ = ["ClipScore", "FactoryModel", "load_model", "resolve_section", "score_wave", "sections"]
+__all__ = [
+    "ClipScore",
+    "FactoryModel",
+    "FileScore",
+    "load_model",
+    "resolve_section",
+    "score_file",
+    "score_wave",
+    "sections",
+]
 
 
 @dataclass(frozen=True)
@@ -98,3 +115,55 @@ def score_wave(model: FactoryModel, wave: np.ndarray, machine: str, section: str
         raise SectionError(f"the model has no detector for {key}; it knows {', '.join(sections(model))}")
     scores, decisions = model.score(wave[np.newaxis], machine, section)
     return ClipScore(float(scores[0]), int(decisions[0]), float(model.detectors[key].threshold), machine, section)
+
+
+@dataclass(frozen=True)
+class FileScore:
+    """One audio file's score, with the file's own length and the length the model scored."""
+
+    clip: str
+    result: ClipScore
+    clip_seconds: float  # the file's length
+    scored_seconds: float  # the model's [data] seconds (longer files cut to it, shorter ones tiled), else the file's
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """Flat record: clip, score, decision, threshold, machine_type, section, clip_seconds, scored_seconds."""
+        clip, lengths = {"clip": self.clip}, {"clip_seconds": self.clip_seconds, "scored_seconds": self.scored_seconds}
+        return clip | self.result.to_dict() | lengths
+
+
+def score_file(model: FactoryModel, path: Path, machine: str | None = None, section: str | None = None) -> FileScore:
+    """Score one audio file as :func:`score_wave` does after :func:`coopasd.data.audio.load_audio` with the
+    model's data config (the same score), and report the file's length beside the length scored."""
+    found_machine, found_section = resolve_section(model, path, machine, section)
+    rate, seconds = model.data_cfg.sample_rate, model.data_cfg.seconds
+    wave = load_audio(path, rate, None)  # native length, at the model's rate
+    own = round(wave.shape[0] / rate, 3)
+    scored = fix_length(wave, int(round(seconds * rate))) if seconds else wave  # 0: the clip's own length
+    result = score_wave(model, scored, found_machine, found_section)
+    return FileScore(str(path), result, own, seconds or own)
+
+
+def scores_text(rows: Sequence[FileScore], fmt: str) -> str:
+    """``rows`` as JSON (a list of :meth:`FileScore.to_dict` records) or CSV (a header, then one line per clip)."""
+    records = [r.to_dict() for r in rows]
+    if fmt == "json":
+        return json.dumps(records, indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(records[0]) if records else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def length_note(rows: Sequence[FileScore]) -> str:
+    """A sentence saying that clips were cut or tiled to the model's length ("" where none was)."""
+    longer = sum(r.clip_seconds > r.scored_seconds for r in rows)
+    shorter = sum(r.clip_seconds < r.scored_seconds for r in rows)
+    if not (longer or shorter):
+        return ""
+    seconds = rows[0].scored_seconds
+    return (
+        f"the model scores {seconds:g} s per clip (the [data] seconds of its run): {longer} clip(s) longer, "
+        f"of which only the first {seconds:g} s were scored; {shorter} shorter, tiled to {seconds:g} s"
+    )

@@ -1,14 +1,16 @@
-"""The ``coopasd`` application: registers the commands and turns errors into one line."""
+"""The ``coopasd`` application: registers the commands (each imports torch etc. only when it runs); errors: one line."""
 
 from __future__ import annotations
 
 import sys
 
 import typer
+from rich.markup import escape
 
 from coopasd.cli.baseline import baseline
 from coopasd.cli.certs import certs
 from coopasd.cli.compare import compare
+from coopasd.cli.config import config_app
 from coopasd.cli.console import err_console, setup_logging
 from coopasd.cli.demo import demo
 from coopasd.cli.evaluate import evaluate
@@ -19,6 +21,7 @@ from coopasd.cli.score import score
 from coopasd.cli.serve import serve
 from coopasd.cli.synth import synth
 from coopasd.cli.train import train
+from coopasd.environment import version_text
 from coopasd.errors import CoopasdError
 
 app = typer.Typer(
@@ -29,35 +32,41 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
-def _global(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _global(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show versions, exit."),
+) -> None:
     setup_logging(verbose)
 
 
 for command in (synth, baseline, train, federate, compare, evaluate, score, serve, report, demo, certs):
     app.command()(command)
 app.command("pretrain")(pretrain_command)
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:
-    """Console entry point: a CoopasdError becomes one red line and exit code 2."""
+    """Console entry point: a CoopasdError or a bad flag becomes one red line and exit code 2."""
+    import click
+
     try:
         app(standalone_mode=False)
-    except CoopasdError as err:
-        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except (typer.BadParameter, typer.Exit) as err:
-        if isinstance(err, typer.Exit):
-            sys.exit(err.exit_code)
-        err_console.print(f"[bold red]error:[/bold red] {err}")
+    except (CoopasdError, typer.BadParameter) as err:
+        message = err.format_message() if isinstance(err, typer.BadParameter) else str(err)
+        err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    except click.ClickException as err:  # other usage errors
+        err.show()
+        sys.exit(err.exit_code)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.runs import compare_and_write
-from coopasd.config import load_config
+from coopasd.cli.runs import CHECKPOINT, FACTORIES, FORCE, SKIP_BAD, compare_and_write
+from coopasd.config import from_flags
 
 
 def compare(
@@ -15,11 +15,11 @@ def compare(
     out: Path = typer.Option(..., "--out", help="Run directory (one sub-directory per mode)."),
     config: Path | None = typer.Option(None, "--config", help="TOML config file."),
     rounds: int | None = typer.Option(None, help="Federated rounds."),
-    checkpoint: str | None = typer.Option(None, help="'pretrained' (shipped), 'none' (random init) or a path."),
-    factories: str | None = typer.Option(None, help="'plantA=fan+pump;plantB=valve'; default one per machine."),
+    checkpoint: str | None = CHECKPOINT,
+    factories: str | None = FACTORIES,
+    skip_bad: bool = SKIP_BAD,
+    force: bool = FORCE,
 ) -> None:
     """Run federated, centralized and local-only, and print the comparison table."""
-    cfg = load_config(
-        config, model={"checkpoint": checkpoint}, partition={"factories": factories}, federation={"rounds": rounds}
-    )
-    compare_and_write(data, out, cfg)
+    cfg = from_flags(config, checkpoint, factories, skip_bad, federation={"rounds": rounds})
+    compare_and_write(data, out, cfg, force)

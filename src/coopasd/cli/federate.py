@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.console import progress_bar
-from coopasd.cli.runs import print_round, write_and_print
-from coopasd.config import load_config
-from coopasd.pipeline import run_federated
+from coopasd.cli.runs import CHECKPOINT, FACTORIES, FORCE, SKIP_BAD, run_and_write
+from coopasd.config import from_flags
 
 
 def federate(
@@ -19,16 +17,13 @@ def federate(
     config: Path | None = typer.Option(None, "--config", help="TOML config file."),
     strategy: str | None = typer.Option(None, help="fedavg, fedprox, fedavgm or fedadam."),
     share: str | None = typer.Option(None, help="encoder, no_norm or lora."),
-    checkpoint: str | None = typer.Option(None, help="'pretrained' (shipped), 'none' (random init) or a path."),
-    factories: str | None = typer.Option(None, help="'plantA=fan+pump;plantB=valve'; default one per machine."),
+    checkpoint: str | None = CHECKPOINT,
+    factories: str | None = FACTORIES,
     resume: bool = typer.Option(False, "--resume", help="Continue from the last global checkpoint in --out."),
+    skip_bad: bool = SKIP_BAD,
+    force: bool = FORCE,
 ) -> None:
     """Train one detector across factories; each scores its own clips with the final model."""
-    cfg = load_config(
-        config,
-        model={"checkpoint": checkpoint},
-        partition={"factories": factories},
-        federation={"rounds": rounds, "strategy": strategy, "share": share},
-    )
-    result = run_federated(data, out, cfg, resume, progress_bar, print_round)
-    write_and_print(out, result, cfg, data)
+    federation = {"rounds": rounds, "strategy": strategy, "share": share}
+    cfg = from_flags(config, checkpoint, factories, skip_bad, federation=federation)
+    run_and_write("federate", "federated", data, out, cfg, force, resume)

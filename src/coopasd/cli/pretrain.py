@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -9,10 +10,6 @@ from pathlib import Path
 import typer
 
 from coopasd.cli.console import console, progress_bar
-from coopasd.config import TrainConfig
-from coopasd.data.corpus import CorpusConfig
-from coopasd.pretrain import PretrainConfig, pretrain, pretrain_steps
-from coopasd.report import write_pretrained
 
 
 def pretrain_command(
@@ -25,19 +22,13 @@ def pretrain_command(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Generate the corpus, pre-train, and write the checkpoint plus its record (command, corpus, hash)."""
-    cfg = PretrainConfig(
-        preset=preset,
-        corpus=CorpusConfig(kinds=kinds, clips_per_class=clips, seed=seed),
-        train=TrainConfig(
-            epochs=epochs,
-            batch_size=32,
-            lr=1e-3,
-            target_fraction=0.0,
-            crop_seconds=0.0,
-            seed=seed,
-            device=device,  # type: ignore[arg-type]
-        ),
-    )
+    from coopasd.data.corpus import CorpusConfig
+    from coopasd.pretrain import PretrainConfig, pretrain, pretrain_steps
+    from coopasd.report import write_pretrained
+
+    train = dataclasses.replace(PretrainConfig().train, epochs=epochs, seed=seed, device=device)
+    corpus = CorpusConfig(kinds=kinds, clips_per_class=clips, seed=seed)
+    cfg = PretrainConfig(preset=preset, corpus=corpus, train=train)
     command = "coopasd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress_bar("generating corpus", cfg.corpus.n_clips) as corpus_advance:
         with progress_bar("pre-training", pretrain_steps(cfg)) as train_advance:

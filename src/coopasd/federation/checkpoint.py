@@ -1,8 +1,9 @@
 """What a federated run keeps between rounds, written atomically: the server's global checkpoints
 and each factory's local state.
 
-Server: one file per round (``round_NNN.pt``) plus ``latest.pt``: the shared parameters, the
-round, the strategy's state, the run config, per-round history and a hash of the parameters.
+Server: one file per round (``round_NNN.pt``, the last ``[federation] keep_checkpoints`` of them kept)
+plus ``latest.pt``: the shared parameters, the round, the strategy's state, the run config,
+per-round history and a hash of the parameters.
 Factory: after each round it trained, its margin head, class names and non-shared parameters
 (``local/round_NNN.pt`` in its own folder); they never leave the factory.
 """
@@ -38,7 +39,8 @@ class GlobalCheckpoint:
     config_toml: str
     history: list[dict] = field(default_factory=list)
 
-    def save(self, folder: Path) -> Path:
+    def save(self, folder: Path, keep: int = -1) -> Path:
+        """Write ``round_NNN.pt`` and ``latest.pt``, then delete all but the last ``keep`` round files (-1: all)."""
         payload = {
             "round": self.round,
             "params": self.params,
@@ -51,7 +53,12 @@ class GlobalCheckpoint:
         torch.save(payload, buffer)
         data = buffer.getvalue()
         write_atomic(folder / f"round_{self.round:03d}.pt", data)
-        return write_atomic(folder / "latest.pt", data)
+        latest = write_atomic(folder / "latest.pt", data)
+        if keep >= 0:
+            rounds = sorted(Path(folder).glob("round_[0-9]*.pt"), key=lambda p: int(p.stem.removeprefix("round_")))
+            for old in rounds[: max(0, len(rounds) - keep)]:
+                old.unlink(missing_ok=True)
+        return latest
 
     @classmethod
     def load(cls, path: Path) -> GlobalCheckpoint:

@@ -151,7 +151,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         history.append(entry)
         GlobalCheckpoint(
             server_round, arrays.to_torch_state_dict(), strategy_state(strategy), to_toml(cfg), history
-        ).save(ckpt_dir)
+        ).save(ckpt_dir, fed.keep_checkpoints)
         if settings.on_round:
             settings.on_round(entry)
     final = _evaluate(grid, arrays, fed.rounds, True, fed.round_timeout)
