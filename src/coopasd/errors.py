@@ -50,3 +50,11 @@ class SubmissionError(CoopasdError):
 
 class SectionError(CoopasdError):
     """A clip's machine type and section are unknown to the factory model, or cannot be told."""
+
+
+class OverwriteError(CoopasdError):
+    """A file that must not be replaced silently (a CA, a private key) already exists."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{path}: already exists; pass --force to replace it (what trusts the old one stops working)")

@@ -13,6 +13,7 @@ from coopasd.cli.console import err_console, setup_logging
 from coopasd.cli.demo import demo
 from coopasd.cli.evaluate import evaluate
 from coopasd.cli.federate import federate
+from coopasd.cli.gateway import gateway
 from coopasd.cli.pretrain import pretrain_command
 from coopasd.cli.report import report
 from coopasd.cli.score import score
@@ -34,7 +35,7 @@ def _global(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
-for command in (synth, baseline, train, federate, compare, evaluate, score, serve, report, demo, certs):
+for command in (synth, baseline, train, federate, compare, evaluate, score, serve, report, demo, certs, gateway):
     app.command()(command)
 app.command("pretrain")(pretrain_command)
 
