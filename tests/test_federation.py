@@ -22,6 +22,7 @@ from coopasd.model.beats import BEATs
 from coopasd.report import write_run
 from coopasd.results import ModeResult
 from tests.helpers import make_tree
+from tests.helpers.sockets import listening
 from tests.test_beats import MICRO
 
 
@@ -101,7 +102,11 @@ def test_dropouts_do_not_stop_rounds_and_rejoiners_get_the_current_model(tmp_pat
     # round 1: fan fails (2 of 3 answer: aggregated); round 2: fan and valve fail (1 < minimum 2:
     # global model kept); round 3: everyone is back and starts from the current global model
     cfg = _fed_config(rounds=3, min_participants=2, evaluate_every=0, drop_out="fan:1;valve:2;fan:2")
-    result, factories = run_simulated(cfg, three_factories, tmp_path / "run")
+    sockets: list[tuple[str, int, int]] = []  # what the run's process tree (Ray's servers) listens on
+    result, factories = run_simulated(
+        cfg, three_factories, tmp_path / "run", on_round=lambda _: sockets.extend(listening(os.getpid()))
+    )
+    assert sockets and {host for host, _, _ in sockets} <= {"127.0.0.1", "::1"}, sockets
     r1, r2, r3 = result["rounds"]
     assert (r1["answered"], r1["aggregated"]) == (2, True) and set(r1["bytes_up"]) == {"valve", "gearbox"}
     assert (r2["answered"], r2["aggregated"]) == (1, False) and r2["global_hash"] == r1["global_hash"]

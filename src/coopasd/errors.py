@@ -54,3 +54,11 @@ class SectionError(CoopasdError):
 
 class RunDirError(CoopasdError):
     """An output directory cannot take this run: not empty, another kind of run, or a finished run without --force."""
+
+
+class OverwriteError(CoopasdError):
+    """A file that must not be replaced silently (a CA, a private key) already exists."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{path}: already exists; pass --force to replace it (what trusts the old one stops working)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -244,3 +245,25 @@ def create_app(
         return result
 
     return app
+
+
+def run_service(model_path: Path, host: str, port: int, max_upload_mb: float, max_seconds: float) -> None:
+    """Load a factory model and serve it with uvicorn until interrupted (``coopasd serve``)."""
+    import uvicorn
+
+    from coopasd.scoring import load_model
+
+    if max_upload_mb <= 0 or max_seconds <= 0:
+        raise CoopasdError("--max-upload-mb and --max-seconds must be positive")
+    factory = load_model(model_path)
+    app = create_app(factory, int(max_upload_mb * 1e6), max_seconds)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: the service has no authentication or TLS; keep it inside the plant network", host)
+    log.info(
+        "factory '%s' (%s) on http://%s:%s: POST /score, GET /health, GET /openapi.json",
+        factory.name,
+        ", ".join(sections(factory)),
+        host,
+        port,
+    )
+    uvicorn.run(app, host=host, port=port, log_config=None, ws="none")

@@ -1,7 +1,10 @@
-"""A real Flower Deployment Engine on loopback: one SuperLink, N SuperNodes, TLS, `flwr run`.
+"""A real Flower Deployment Engine on loopback, laid out as the README tells an operator to.
 
-Every process starts in its own process group and is ended with its children (SuperNodes
-spawn ``flower-superexec``), so nothing outlives a test.
+One SuperLink with TLS and SuperNode authentication, listening on 127.0.0.1 only (its Control
+API included); a ``coopasd gateway`` in front of it, the address the SuperNodes dial; the
+factories' public keys registered with the operator's ``register.sh``; one SuperNode per
+factory with its private key. Every process starts in its own process group and is ended
+with its children (SuperLink and SuperNodes spawn ``flower-superexec``), so nothing outlives a test.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+COOPASD = [sys.executable, "-c", "from coopasd.cli.app import main; main()"]
 
 
 def free_port() -> int:
@@ -41,7 +47,7 @@ def _stop(proc: subprocess.Popen) -> None:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # children (flower-superexec) left in the group
     except ProcessLookupError:
         pass
 
@@ -58,69 +64,77 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60
     raise TimeoutError(f"port {port} did not open:\n{log.read_text()[-3000:]}")
 
 
+@dataclass
+class Deployment:
+    """A running deployment: ``control`` is the SuperLink (127.0.0.1 only), ``fleet`` the gateway."""
+
+    work: Path
+    certs: Path
+    env: dict[str, str]
+    control: str
+    fleet: str
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = self.work / f"{name}.log"
+        proc = subprocess.Popen(
+            command,
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            cwd=self.work,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def supernode(self, name: str, node_config: str, key: Path | None) -> subprocess.Popen:
+        """A SuperNode dialing the gateway; ``key`` its private key (None: it holds only ca.crt)."""
+        command = [str(BIN / "flower-supernode"), "--root-certificates", str(self.certs / "ca.crt")]
+        command += ["--superlink", self.fleet, "--port", str(free_port()), "--node-config", node_config]
+        command += ["--auth-supernode-private-key", str(key)] if key else []
+        return self.start(name, command)
+
+    def log(self, name: str) -> str:
+        return (self.work / f"{name}.log").read_text()
+
+
 @contextmanager
-def deployment(work: Path, certs: dict[str, Path], nodes: list[str]):
-    """Start a TLS SuperLink and one SuperNode per ``--node-config`` string; yields (env, address)."""
+def deployment(work: Path, certs: Path, keys: Path) -> Iterator[Deployment]:
+    """Start the SuperLink (TLS, --enable-supernode-auth, 127.0.0.1) and the gateway; register ``keys``' factories."""
     home = work / "flwr-home"
     home.mkdir(parents=True, exist_ok=True)
-    env = _env(home)
-    link_port = free_port()
-    address = f"127.0.0.1:{link_port}"
+    link_port, gate_port = free_port(), free_port()
+    run = Deployment(work, certs, _env(home), f"127.0.0.1:{link_port}", f"127.0.0.1:{gate_port}")
+    connections = {"coopasd": run.control, "via-fleet": run.fleet}  # the operator's; an intruder's try
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "coopasd"\n\n[superlink.coopasd]\naddress = "{address}"\n'
-        f'root-certificates = "{certs["ca_cert"]}"\n'
-    )
-    procs: list[subprocess.Popen] = []
-    try:
-        link_log = work / "superlink.log"
-        link = subprocess.Popen(
-            [
-                str(BIN / "flower-superlink"),
-                "--ssl-ca-certfile",
-                str(certs["ca_cert"]),
-                "--ssl-certfile",
-                str(certs["server_cert"]),
-                "--ssl-keyfile",
-                str(certs["server_key"]),
-                "--database",
-                str(work / "state.db"),
-                "--disable-runtime-dependency-installation",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(link_port),
-            ],
-            stdout=open(link_log, "w"),
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            cwd=work,
+        '[superlink]\ndefault = "coopasd"\n'
+        + "".join(
+            f'\n[superlink.{name}]\naddress = "{address}"\nroot-certificates = "{certs / "ca.crt"}"\n'
+            for name, address in connections.items()
         )
-        procs.append(link)
-        _wait_port(link_port, link, link_log)
-        for i, node_config in enumerate(nodes):
-            node_log = work / f"supernode{i}.log"
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(BIN / "flower-supernode"),
-                        "--root-certificates",
-                        str(certs["ca_cert"]),
-                        "--superlink",
-                        address,
-                        "--port",
-                        str(free_port()),
-                        "--node-config",
-                        node_config,
-                    ],
-                    stdout=open(node_log, "w"),
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    cwd=work,
-                )
-            )
-        yield env, address
+    )
+    try:
+        tls = ["--ssl-ca-certfile", certs / "ca.crt", "--ssl-certfile", certs / "server.pem"]
+        tls += ["--ssl-keyfile", certs / "server.key"]
+        link = run.start(
+            "superlink",
+            [str(BIN / "flower-superlink"), *map(str, tls), "--enable-supernode-auth"]
+            + ["--database", str(work / "state.db"), "--disable-runtime-dependency-installation"]
+            + ["--host", "127.0.0.1", "--port", str(link_port)],
+        )
+        gate = run.start(
+            "gateway",
+            [*COOPASD, "gateway", "--certs", str(certs), "--superlink", run.control]
+            + ["--host", "127.0.0.1", "--port", str(gate_port)],
+        )
+        _wait_port(link_port, link, work / "superlink.log")
+        _wait_port(gate_port, gate, work / "gateway.log")
+        registered = subprocess.run(
+            ["sh", str(keys / "register.sh"), "coopasd"], env=run.env, capture_output=True, text=True, timeout=120
+        )
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        yield run
     finally:
-        for proc in reversed(procs):
+        for proc in reversed(run.procs):
             _stop(proc)

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 from rich.markup import escape
 
-from coopasd.cli.baseline import baseline
-from coopasd.cli.certs import certs
-from coopasd.cli.compare import compare
 from coopasd.cli.config import config_app
 from coopasd.cli.console import err_console, setup_logging
-from coopasd.cli.demo import demo
-from coopasd.cli.evaluate import evaluate
-from coopasd.cli.federate import federate
-from coopasd.cli.pretrain import pretrain_command
-from coopasd.cli.report import report
-from coopasd.cli.score import score
-from coopasd.cli.serve import serve
-from coopasd.cli.synth import synth
-from coopasd.cli.train import train
 from coopasd.environment import version_text
 from coopasd.errors import CoopasdError
 
@@ -46,9 +35,10 @@ def _global(
     setup_logging(verbose)
 
 
-for command in (synth, baseline, train, federate, compare, evaluate, score, serve, report, demo, certs):
-    app.command()(command)
-app.command("pretrain")(pretrain_command)
+COMMANDS = ("synth", "baseline", "train", "federate", "compare", "evaluate", "score", "serve", "report", "demo")
+for name in (*COMMANDS, "certs", "gateway", "pretrain"):  # each module's function of the command's name
+    module = importlib.import_module(f"coopasd.cli.{name}")
+    app.command(name)(getattr(module, name if hasattr(module, name) else f"{name}_command"))
 app.add_typer(config_app, name="config")
 
 

@@ -35,6 +35,9 @@ from coopasd.model.checkpoint import initial_encoder
 from coopasd.participant import TrainedHead, evaluate_round, train_round
 from coopasd.report import write_factory_result
 
+# The run config keys of coopasd's Flower app (deploy/pyproject.toml [tool.flwr.app.config]).
+RUN_CONFIG_KEYS = frozenset({"run-config", "run-dir", "factories", "resume"})
+
 
 @dataclass(frozen=True)
 class ClientSettings:
@@ -98,7 +101,13 @@ def settings_from_context(context: Context) -> ClientSettings:
     node config keys: ``data-dir`` (required), ``factory`` (name; default: the data's only or
     all machine types), ``machines`` (``a+b``), ``work-dir`` (default ``<data-dir>/../coopasd-work``).
     Run config key ``run-config``: the run's TOML text (default settings when absent).
+    A run whose config keys are not exactly coopasd's (another app reusing this ClientApp) is refused.
     """
+    if set(context.run_config) != RUN_CONFIG_KEYS:
+        raise ValueError(
+            f"refusing run {context.run_id}: its run config keys {sorted(context.run_config)} are not those of "
+            f"coopasd's Flower app {sorted(RUN_CONFIG_KEYS)}"
+        )
     node = context.node_config
     if "data-dir" not in node:
         raise ValueError("this SuperNode has no 'data-dir' in its --node-config")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,30 @@ def _quiet_flower() -> None:
     logging.getLogger("flwr").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def confine_ray() -> dict[str, str]:
+    """Make the Ray cluster this process starts listen on 127.0.0.1 only and demand a token; returns the settings.
+
+    Without this, Ray 2.55 starts its GCS, raylet and worker servers on every interface (``ss -ltnp``
+    shows ``*:port``), reachable from the plant network. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is
+    Ray's single-machine mode: the node address becomes 127.0.0.1 and every Ray server binds it.
+    ``RAY_AUTH_MODE=token`` makes each Ray call carry a random per-process token (``RAY_AUTH_TOKEN``),
+    which keeps other local users out too. Must run before ``ray`` is imported.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        raise CoopasdError(
+            "ray was imported before coopasd could confine it to 127.0.0.1; "
+            "set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in the environment, or run coopasd in its own process"
+        )
+    return {k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
+
+
 def run_simulated(
     cfg: RunConfig,
     data_dir: Path,
@@ -38,8 +63,7 @@ def run_simulated(
     Returns the server's result (metric values, rounds) and each factory's own result, read from
     the factory's folder ``run_dir/factories/<name>`` (on this disk, since every factory is simulated here).
     """
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    confine_ray()
     from flwr.simulation import run_simulation
 
     _quiet_flower()

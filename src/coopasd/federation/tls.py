@@ -1,6 +1,9 @@
 """TLS material for a Deployment Engine test or pilot: a private CA and a SuperLink certificate.
 
 For production, use certificates from the plant's own PKI; these are for a test deployment.
+The certificate always names 127.0.0.1 and localhost too: the SuperLink itself listens on the
+loopback address (see :mod:`coopasd.federation.gateway`), and the gateway, ``flwr run`` and
+``flwr supernode register`` reach it there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from coopasd.atomic import write_atomic
+from coopasd.errors import OverwriteError
+
+LOOPBACK = ("127.0.0.1", "localhost")
 
 
 def _name(common_name: str) -> x509.Name:
@@ -30,14 +36,26 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def refuse_overwrite(paths: Sequence[Path], force: bool) -> None:
+    """Raise :class:`OverwriteError` for the first of ``paths`` that exists, unless ``force``."""
+    for path in paths:
+        if path.exists() and not force:
+            raise OverwriteError(path)
+
+
 def generate_certificates(
-    out: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), days: int = 365
+    out: Path, hosts: Sequence[str] = LOOPBACK, days: int = 365, force: bool = False
 ) -> dict[str, Path]:
     """Write ``ca.crt``, ``ca.key``, ``server.pem`` and ``server.key`` into ``out``.
 
-    ``hosts`` become the server certificate's subject alternative names (IPs or DNS names):
-    list every address the SuperNodes and ``flwr`` use to reach the SuperLink.
+    ``hosts`` (plus 127.0.0.1 and localhost) become the server certificate's subject alternative
+    names (IPs or DNS names): list every address the SuperNodes use to reach the SuperLink's gateway.
+    Existing files are kept (:class:`OverwriteError`) unless ``force``.
     """
+    out = Path(out)
+    files = {"ca_cert": "ca.crt", "ca_key": "ca.key", "server_cert": "server.pem", "server_key": "server.key"}
+    refuse_overwrite([out / name for name in files.values()], force)
+    hosts = list(dict.fromkeys([*hosts, *LOOPBACK]))
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -84,13 +102,9 @@ def generate_certificates(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    out = Path(out)
-    paths = {
-        "ca_cert": write_atomic(out / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM)),
-        "ca_key": write_atomic(out / "ca.key", _pem_key(ca_key)),
-        "server_cert": write_atomic(out / "server.pem", server_cert.public_bytes(serialization.Encoding.PEM)),
-        "server_key": write_atomic(out / "server.key", _pem_key(server_key)),
+    return {
+        "ca_cert": write_atomic(out / files["ca_cert"], ca_cert.public_bytes(serialization.Encoding.PEM)),
+        "ca_key": write_atomic(out / files["ca_key"], _pem_key(ca_key), mode=0o600),
+        "server_cert": write_atomic(out / files["server_cert"], server_cert.public_bytes(serialization.Encoding.PEM)),
+        "server_key": write_atomic(out / files["server_key"], _pem_key(server_key), mode=0o600),
     }
-    for key in ("ca_key", "server_key"):
-        paths[key].chmod(0o600)
-    return paths
