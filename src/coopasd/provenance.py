@@ -1,0 +1,42 @@
+"""Where a run's numbers come from: the data tree (path and a one-line description) and the versions of
+Python and the packages it ran with, as recorded in ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+VERSIONED = ("coopasd", "torch", "numpy", "scikit-learn", "flwr", "matplotlib")  # recorded in metrics.json
+
+
+def versions() -> dict[str, str]:
+    """Python's and the installed packages' versions (packages not installed are left out)."""
+    found = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def describe_data(data_dir: Path) -> str:
+    """One line about where a data tree comes from: the synthetic generator's settings, or the DCASE layout."""
+    manifest = Path(data_dir) / "synth.json"
+    if manifest.is_file():
+        try:
+            cfg = json.loads(manifest.read_text())["config"]
+            return (
+                f"synthetic factories (coopasd synth, seed {cfg['seed']}, {cfg['seconds']:g} s clips, "
+                f"difficulty {cfg['difficulty']:g})"
+            )
+        except (OSError, KeyError, TypeError, ValueError):
+            pass
+    return "a DCASE 2023 Task 2 data tree"
+
+
+def data_keys(data_dir: Path) -> dict:
+    """The ``metrics.json`` keys naming the data tree whose labels the metrics come from."""
+    return {"data": str(Path(data_dir).resolve()), "data_source": describe_data(data_dir)}
