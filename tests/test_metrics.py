@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from coopasd.errors import MetricsError
-from coopasd.metrics import domain_auc, harmonic_mean, pauc, section_metrics, summarize
+from coopasd.metrics import (
+    decision_quality,
+    domain_auc,
+    domain_pauc,
+    harmonic_mean,
+    pauc,
+    section_metrics,
+    summarize,
+)
 
 S, T = "source", "target"
 
@@ -78,3 +86,21 @@ def test_summary_official_score_is_hmean_of_all_values():
     assert summary["harmonic_mean"]["auc_target"] == pytest.approx(2 / (1 / 0.5 + 1 / 0.5))
     assert summary["machines"]["fan"]["auc_source"] == 1.0
     assert summary["machines"]["valve"]["sections"]["00"]["pauc"] == 0.5
+
+
+def test_per_domain_extras_as_the_official_evaluator_computes_them():
+    # source clips: a normal (0.1, no alarm) and an anomaly (0.35, missed); target: a normal (0.4, false
+    # alarm) and an anomaly (0.8, caught)
+    scores, anomaly, domains = [0.1, 0.4, 0.35, 0.8], [False, False, True, True], [S, T, S, T]
+    assert decision_quality(anomaly, [0, 1, 0, 1], domains, S) == (0.0, 0.0, 0.0)  # no alarm: 0, not NaN
+    assert decision_quality(anomaly, [0, 1, 0, 1], domains, T) == pytest.approx((0.5, 1.0, 2 / 3))
+    # pAUC of a domain: its normals + ALL anomalies; target normal 0.4 sits between the anomalies
+    assert domain_pauc(scores, anomaly, domains, S) == 1.0
+    assert domain_pauc(scores, anomaly, domains, T) == pytest.approx(0.5 * (1 + 0.045 / 0.095))
+    m = section_metrics("fan", "00", scores, anomaly, domains, decisions=[0, 1, 0, 1])
+    assert (m.f1_target, m.recall_source) == (pytest.approx(2 / 3), 0.0)
+    assert m.values == section_metrics("fan", "00", scores, anomaly, domains).values  # the official values stay
+    assert (
+        "precision_source"
+        not in summarize([section_metrics("fan", "00", scores, anomaly, domains)])["machines"]["fan"]["sections"]["00"]
+    )

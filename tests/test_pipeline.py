@@ -50,7 +50,7 @@ def test_learned_modes_write_the_run_contract(tmp_path, tiny_tree, mode):
     result = run_learned_mode(mode, tiny_tree, cfg)
     summary = write_run(tmp_path / mode, result, cfg, tiny_tree)
     run = tmp_path / mode
-    assert summary == result.summary()
+    assert summary is not None and summary.items() >= result.summary().items()  # + data tree and versions
     assert summary is not None and set(summary["machines"]) == {"fan", "valve"}
     assert "random initialization" in summary["encoder_start"]
     assert "random initialization" in (run / "report.html").read_text()

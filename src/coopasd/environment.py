@@ -9,7 +9,13 @@ from pathlib import Path
 
 import coopasd
 
-PACKAGES = ("torch", "flwr", "numpy")  # besides coopasd and python: the versions a result depends on most
+PACKAGES = (
+    "torch",
+    "flwr",
+    "numpy",
+    "scikit-learn",
+    "matplotlib",
+)  # besides coopasd and python: the versions a result depends on most
 
 
 def _version(package: str) -> str:
@@ -20,7 +26,7 @@ def _version(package: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    """``{"coopasd", "python", "torch", "flwr", "numpy"}`` -> version strings (from package metadata)."""
+    """coopasd, python and :data:`PACKAGES` -> version strings (from package metadata)."""
     return {"coopasd": coopasd.__version__, "python": platform.python_version()} | {p: _version(p) for p in PACKAGES}
 
 

@@ -19,13 +19,14 @@ _SCORE_FILE = re.compile(r"^anomaly_score_(?P<machine>.+)_section_(?P<section>\d
 
 @dataclass
 class SectionScores:
-    """Anomaly scores and 0/1 decisions of the test clips of one machine type and section."""
+    """Anomaly scores and 0/1 decisions (None where a submission has no decision file) of the test
+    clips of one machine type and section."""
 
     machine_type: str
     section: str
     clips: list[Clip]
     scores: np.ndarray
-    decisions: np.ndarray
+    decisions: np.ndarray | None
     threshold: float
 
     @property
@@ -39,6 +40,7 @@ class SectionScores:
             self.scores,
             [c.label == "anomaly" for c in self.clips],
             [c.domain or "" for c in self.clips],
+            decisions=self.decisions,
         )
 
 
@@ -110,14 +112,14 @@ def read_submission(submission_dir: Path, clips: Sequence[Clip], require_all: bo
         elif missing:
             raise SubmissionError(f"{path}: no score for {len(missing)} test clip(s), e.g. {missing[0]}")
         decision_path = path.with_name(decision_file_name(machine, section))
-        decisions = read_score_file(decision_path) if decision_path.exists() else {}
+        decisions = read_score_file(decision_path) if decision_path.exists() else None
         sections.append(
             SectionScores(
                 machine,
                 section,
                 list(test),
                 np.array([scores[c.name] for c in test]),
-                np.array([int(decisions.get(c.name, 0)) for c in test]),
+                None if decisions is None else np.array([int(decisions.get(c.name, 0)) for c in test]),
                 float("nan"),
             )
         )

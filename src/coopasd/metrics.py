@@ -6,6 +6,11 @@ Per machine type and section:
 - pAUC: all clips of the section, ``roc_auc_score(y, s, max_fpr=0.1)`` (McClish-standardized).
 Official score: harmonic mean (values floored at machine epsilon) of every AUC(source),
 AUC(target) and pAUC of every machine type and section.
+
+Extra values per section and domain, not part of the official score: precision, recall and F1 of
+the 0/1 decisions on that domain's clips (normal and anomalous), as the official evaluator reports
+them, and pAUC of one domain (that domain's normal clips + all anomalous clips, the same clips as
+AUC(domain); the 2023 evaluator has this line but leaves it commented out).
 """
 
 from __future__ import annotations
@@ -51,6 +56,33 @@ def domain_auc(scores: Sequence[float], is_anomaly: Sequence[bool], domains: Seq
     return float(roc_auc_score(y[keep], s[keep]))
 
 
+def domain_pauc(
+    scores: Sequence[float], is_anomaly: Sequence[bool], domains: Sequence[str], domain: str, max_fpr: float = MAX_FPR
+) -> float:
+    """pAUC of one domain: that domain's normal clips against all anomalous clips (not in the official score)."""
+    s, y = _as_arrays(scores, is_anomaly)
+    keep = y | (np.asarray(domains) == domain)
+    _check_both_classes(y[keep], f"pAUC({domain})")
+    return float(roc_auc_score(y[keep], s[keep], max_fpr=max_fpr))
+
+
+def decision_quality(
+    is_anomaly: Sequence[bool], decisions: Sequence[int], domains: Sequence[str], domain: str
+) -> tuple[float, float, float]:
+    """(precision, recall, F1) of the 0/1 decisions on one domain's clips, each denominator floored at
+    machine epsilon as the official evaluator does (so an empty class gives 0, not NaN)."""
+    y = np.asarray(is_anomaly, dtype=bool)
+    d = np.asarray(decisions).astype(bool)
+    keep = np.asarray(domains) == domain
+    if y.shape != d.shape:
+        raise MetricsError(f"labels and decisions must have equal length, got {y.shape} and {d.shape}")
+    y, d = y[keep], d[keep]
+    tp, fp, fn = float(np.sum(y & d)), float(np.sum(~y & d)), float(np.sum(y & ~d))
+    precision = tp / max(tp + fp, _EPS)
+    recall = tp / max(tp + fn, _EPS)
+    return precision, recall, 2.0 * precision * recall / max(precision + recall, _EPS)
+
+
 def pauc(scores: Sequence[float], is_anomaly: Sequence[bool], max_fpr: float = MAX_FPR) -> float:
     """Standardized partial AUC over all clips of a section (scikit-learn's ``max_fpr``)."""
     s, y = _as_arrays(scores, is_anomaly)
@@ -77,6 +109,14 @@ class SectionMetrics:
     pauc: float
     n_clips: int
     n_anomalies: int
+    pauc_source: float | None = None  # extra: pAUC of source normals + all anomalies
+    pauc_target: float | None = None  # extra: pAUC of target normals + all anomalies
+    precision_source: float | None = None  # extra, from 0/1 decisions on the source clips
+    precision_target: float | None = None
+    recall_source: float | None = None
+    recall_target: float | None = None
+    f1_source: float | None = None
+    f1_target: float | None = None
 
     @property
     def values(self) -> tuple[float, float, float]:
@@ -90,20 +130,31 @@ def section_metrics(
     is_anomaly: Sequence[bool],
     domains: Sequence[str],
     max_fpr: float = MAX_FPR,
+    decisions: Sequence[int] | None = None,
 ) -> SectionMetrics:
-    """AUC(source), AUC(target) and pAUC of one section; errors name the machine and section."""
+    """AUC(source), AUC(target) and pAUC of one section, the per-domain pAUC and, given the 0/1
+    ``decisions``, per-domain precision, recall and F1; errors name the machine and section."""
     try:
-        return SectionMetrics(
-            machine_type=machine_type,
-            section=section,
-            auc_source=domain_auc(scores, is_anomaly, domains, "source"),
-            auc_target=domain_auc(scores, is_anomaly, domains, "target"),
-            pauc=pauc(scores, is_anomaly, max_fpr),
-            n_clips=len(scores),
-            n_anomalies=int(np.sum(np.asarray(is_anomaly, dtype=bool))),
-        )
+        main = {d: domain_auc(scores, is_anomaly, domains, d) for d in ("source", "target")}
+        overall = pauc(scores, is_anomaly, max_fpr)
+        extra: dict[str, float] = {}
+        for domain in ("source", "target"):
+            extra[f"pauc_{domain}"] = domain_pauc(scores, is_anomaly, domains, domain, max_fpr)
+            if decisions is not None:
+                quality = decision_quality(is_anomaly, decisions, domains, domain)
+                extra |= dict(zip((f"precision_{domain}", f"recall_{domain}", f"f1_{domain}"), quality, strict=True))
     except MetricsError as err:
         raise MetricsError(f"{machine_type} section {section}: {err}") from err
+    return SectionMetrics(
+        machine_type=machine_type,
+        section=section,
+        auc_source=main["source"],
+        auc_target=main["target"],
+        pauc=overall,
+        n_clips=len(scores),
+        n_anomalies=int(np.sum(np.asarray(is_anomaly, dtype=bool))),
+        **extra,
+    )
 
 
 def summarize(sections: Sequence[SectionMetrics]) -> dict:
@@ -141,10 +192,7 @@ def summarize(sections: Sequence[SectionMetrics]) -> dict:
 
 
 def _section_dict(m: SectionMetrics) -> dict:
-    d = asdict(m)
-    d.pop("machine_type")
-    d.pop("section")
-    return d
+    return {k: v for k, v in asdict(m).items() if k not in ("machine_type", "section") and v is not None}
 
 
 def official_score(summary: Mapping) -> float:

@@ -1,6 +1,10 @@
 """The only writer of result files: run directories (every mode the same way), factory models, a
-factory's own folder in a federated run, federation.json, comparison, plots, HTML, the
+factory's own folder in a federated run, federation.json, comparison, figures, the HTML report, the
 pre-trained backbone and its record. It also reads back what it wrote where a run needs it.
+
+Re-running ``coopasd evaluate`` or ``coopasd report`` is lossless and idempotent: evaluate recomputes
+the metric keys of ``metrics.json`` (and ``comparison.json``) from the submission files and keeps
+every other key; the report page is a function of those files, the config and the submission files.
 
 Every file is written atomically (temporary file + rename), so an interrupted run never
 leaves a half-written result behind.
@@ -10,13 +14,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import json
 import shlex
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,18 +29,30 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from coopasd import page
 from coopasd.atomic import write_atomic
-from coopasd.config import RunConfig, to_toml
-from coopasd.data.layout import Clip
+from coopasd.config import RunConfig, from_toml_text, to_toml
+from coopasd.data.layout import Clip, discover_clips
 from coopasd.detect import FactoryModel, section_key
 from coopasd.environment import host, versions
-from coopasd.errors import RunDirError, SubmissionError
-from coopasd.evaluation import ScoredRun, decision_file_name, read_submission, score_file_name
-from coopasd.results import Comparison, FactoryResult, ModeResult
+from coopasd.errors import CoopasdError, RunDirError, SubmissionError
+from coopasd.evaluation import (
+    ScoredRun,
+    SectionScores,
+    decision_file_name,
+    evaluate_submission,
+    read_submission,
+    score_file_name,
+)
+from coopasd.figures import comparison_figures, run_figures
+from coopasd.metrics import summarize
+from coopasd.provenance import data_keys
+from coopasd.results import MODES, Comparison, FactoryResult, ModeResult, compare_modes
 
 FEDERATION_FILE = "federation.json"  # the server's result in its run directory
 FACTORY_MODEL_FILE = "model.pt"  # a federated factory's detector, in its own folder
 FACTORY_RECORD_FILE = "factory.json"  # a federated factory's skipped clips, in its own folder
+COMPARISON_FILE = "comparison.json"  # a comparison directory's summary
 RUN_RECORD = "run.json"  # a run directory's kind, command line, start/end (UTC), versions and host
 
 _RUN_FILES = ("config.toml", RUN_RECORD, "submission", "models", "metrics.json", "metrics.csv", "report.html")
@@ -215,143 +230,6 @@ def metrics_table(summary: dict, title: str = "DCASE 2023 Task 2 metrics") -> Ta
     return table
 
 
-def plot_scores(run_dir: Path, sections: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> Path:
-    """Histogram of anomaly scores per machine (normal vs anomalous, by domain) as one PNG.
-
-    ``sections``: (title, scores, is_anomaly, is_target) per machine type and section.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(sections)
-    cols = min(3, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (title, scores, anomaly, target) in zip(axes.flat, sections, strict=False):
-        bins = np.linspace(float(np.min(scores)), float(np.max(scores)) + 1e-9, 30)
-        for mask, label, color in (
-            (~anomaly & ~target, "normal (source)", "tab:blue"),
-            (~anomaly & target, "normal (target)", "tab:cyan"),
-            (anomaly, "anomalous", "tab:red"),
-        ):
-            if mask.any():
-                ax.hist(scores[mask], bins=bins, alpha=0.55, label=label, color=color)
-        ax.set_title(title)
-        ax.set_xlabel("anomaly score")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return write_atomic(Path(run_dir) / "scores.png", buffer.getvalue())
-
-
-def write_html(run_dir: Path, summary: dict, title: str, notes: Sequence[str] = (), images: Sequence[str] = ()) -> Path:
-    """A self-contained report page: notes, the metrics table, and images beside it."""
-    rows = metrics_rows(summary)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in rows[0])
-    body = "".join(
-        "<tr>"
-        + f"<td>{html.escape(str(r[0]))}</td>"
-        + "".join(f"<td>{100 * float(v):.2f}</td>" for v in r[1:])
-        + "</tr>"
-        for r in rows[1:]
-    )
-    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    img_html = "".join(f'<p><img src="{html.escape(i)}" alt="{html.escape(i)}"></p>' for i in images)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}td:first-child{{text-align:left}}
-tr:last-child{{font-weight:bold}}</style></head><body>
-<h1>{html.escape(title)}</h1><ul>{note_html}</ul>
-<p>Official score (harmonic mean of all AUC(source), AUC(target), pAUC):
-<b>{100 * summary["official_score"]:.2f}%</b></p>
-<table><tr>{head}</tr>{body}</table>{img_html}</body></html>
-"""
-    return write_atomic(Path(run_dir) / "report.html", page)
-
-
-def run_notes(result: ModeResult, cfg: RunConfig, data_dir: Path) -> list[str]:
-    """The report's lines about how a run was made."""
-    label = "federated (Flower Simulation Engine)" if result.mode == "federated" else result.mode
-    notes = [f"mode: {label}", f"data: {data_dir}"]
-    if "encoder_start" in result.extra:
-        notes.append(f"encoder start: {result.extra['encoder_start']}")
-    if result.mode == "baseline":
-        notes.append("detector: log-mel statistics + Euclidean kNN (non-learned baseline)")
-    else:
-        notes.append(
-            f"detector: {cfg.detect.features} kNN (k={cfg.detect.k}), "
-            f"embedding {cfg.model.pooling} of layer {cfg.model.layer}"
-        )
-    seconds = cfg.data.seconds
-    notes.append(
-        f"clip length: every clip cropped (its first {seconds:g} s) or tiled to {seconds:g} s ([data] seconds)"
-        if seconds
-        else "clip length: each clip's own length (no crop)"
-    )
-    if result.models:
-        notes.append("factories: " + ", ".join(f"{m.name} ({', '.join(sorted(m.detectors))})" for m in result.models))
-    if result.mode == "federated":
-        fed = cfg.federation
-        notes.append(
-            f"strategy: {fed.strategy}, shared: {fed.share}, rounds: {fed.rounds}, local epochs: {fed.local_epochs}"
-        )
-        notes.append("the server received parameters and metric values only")
-    if result.run.skipped:
-        notes.append(f"{len(result.run.skipped)} unreadable clip(s) skipped")
-    return notes
-
-
-def write_run(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path) -> dict | None:
-    """A whole run directory, the same for every mode: config, submission, models, metrics, plots,
-    HTML. Returns the metrics summary, or None where every test label is hidden."""
-    run_dir = Path(run_dir)
-    write_atomic(run_dir / "config.toml", to_toml(cfg))
-    _write_sections(run_dir, result.run)
-    for model in result.models:
-        save_model(run_dir / "models" / f"{model.name}.pt", model)
-    summary = result.summary()
-    if summary is None:
-        return None
-    write_metrics(run_dir, summary)
-    images = []
-    if summary.get("rounds"):
-        plot_rounds(run_dir, summary["rounds"])
-        images.append("rounds.png")
-    write_report(run_dir, result.run, summary, f"coopasd {result.mode}", run_notes(result, cfg, data_dir), images)
-    return summary
-
-
-def write_comparison(out: Path, comparison: Comparison, cfg: RunConfig, data_dir: Path) -> dict:
-    """``comparison.json``, the per-round plot with the reference modes, and the combined report."""
-    summary = comparison.summary()
-    write_json(Path(out) / "comparison.json", summary)
-    modes = comparison.summaries()
-    plot_rounds(
-        out,
-        summary["rounds"],
-        {"centralized": modes["centralized"]["official_score"], "local-only": modes["local"]["official_score"]},
-    )
-    fed = cfg.federation
-    notes = [
-        f"data: {data_dir}",
-        f"encoder start: {modes['federated']['encoder_start']}",
-        f"federated: {fed.strategy}, {fed.rounds} rounds x {fed.local_epochs} "
-        f"local epochs, shared: {fed.share}; centralized and local-only: {cfg.train.epochs} epochs",
-        f"federated vs centralized: {summary['federated_vs_centralized_percent']:+.2f}% ; "
-        f"federated vs local-only: {summary['federated_vs_local_points']:+.2f} points",
-        "bytes per model transfer: "
-        + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in summary["bytes_per_transfer"].items()),
-    ]
-    write_comparison_html(out, modes, notes, ["rounds.png"])
-    return summary
-
-
 def write_pretrained(out: Path, checkpoint: bytes, meta: dict) -> dict:
     """The pre-trained backbone and its record ``<out>.json`` (meta plus the file's sha256); returns the record."""
     record = meta | {"sha256": hashlib.sha256(checkpoint).hexdigest()}
@@ -360,47 +238,223 @@ def write_pretrained(out: Path, checkpoint: bytes, meta: dict) -> dict:
     return record
 
 
-def write_report(
-    run_dir: Path, run: ScoredRun, summary: dict, title: str, notes: Sequence[str] = (), images: Sequence[str] = ()
+def run_summary(result: ModeResult, data_dir: Path) -> dict | None:
+    """``metrics.json`` of a run: the result's summary, the data tree and the versions it ran with."""
+    summary = result.summary()
+    return None if summary is None else summary | data_keys(data_dir) | {"versions": versions()}
+
+
+# ---- a run directory --------------------------------------------------------------------------------------
+
+
+def _config_text(run_dir: Path) -> str | None:
+    path = Path(run_dir) / "config.toml"
+    return path.read_text() if path.is_file() else None
+
+
+def _parse_config(text: str | None) -> RunConfig | None:
+    """The run's config, or None where it has none or one this version cannot read (the page says less)."""
+    try:
+        return from_toml_text(text) if text else None
+    except CoopasdError:
+        return None
+
+
+def _save_figures(run_dir: Path, figures: Sequence[page.Figure]) -> None:
+    for fig in figures:
+        write_atomic(Path(run_dir) / f"{fig.name}.png", fig.png)
+
+
+def write_run_report(
+    run_dir: Path, summary: Mapping, config_text: str | None, sections: Sequence[SectionScores] | None, note: str = ""
 ) -> Path:
-    """Score histograms and the HTML page of a run whose labels are known."""
-    plotted = [
-        (
-            f"{s.machine_type} section {s.section}",
-            np.asarray(s.scores),
-            np.array([c.label == "anomaly" for c in s.clips]),
-            np.array([c.domain == "target" for c in s.clips]),
-        )
-        for s in run.sections
-        if s.evaluable
-    ]
-    plot_scores(run_dir, plotted)
-    return write_html(run_dir, summary, title, notes, images=[*images, "scores.png"])
+    """``report.html`` of a run directory (figures inlined; each also saved as ``<name>.png``)."""
+    cfg = _parse_config(config_text)
+    figures = run_figures(summary, sections, cfg)
+    _save_figures(run_dir, figures)
+    return write_atomic(Path(run_dir) / "report.html", page.run_page(summary, cfg, config_text, figures, note))
 
 
-def plot_rounds(run_dir: Path, rounds: Sequence[dict], references: dict[str, float] | None = None) -> Path:
-    """Per-round federated official score, with horizontal lines for reference modes."""
-    import matplotlib
+def write_run(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path) -> dict | None:
+    """A whole run directory, the same for every mode: config, submission, models, metrics, figures,
+    HTML. Returns the metrics summary, or None where every test label is hidden."""
+    run_dir = Path(run_dir)
+    write_atomic(run_dir / "config.toml", to_toml(cfg))
+    _write_sections(run_dir, result.run)
+    for model in result.models:
+        save_model(run_dir / "models" / f"{model.name}.pt", model)
+    summary = run_summary(result, data_dir)
+    if summary is None:
+        return None
+    write_metrics(run_dir, summary)
+    write_run_report(run_dir, summary, to_toml(cfg), result.run.sections)
+    return summary
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    points = [(r["round"], r["official_score"]) for r in rounds if r.get("official_score") is not None]
-    if points:
-        xs, ys = zip(*points, strict=True)
-        ax.plot(xs, [100 * y for y in ys], marker="o", label="federated")
-    for (name, value), style in zip((references or {}).items(), ("--", ":", "-."), strict=False):
-        ax.axhline(100 * value, linestyle=style, color="gray", label=name)
-    ax.set_xlabel("round")
-    ax.set_ylabel("official score (%)")
-    ax.set_title("federated official score per round")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return write_atomic(Path(run_dir) / "rounds.png", buffer.getvalue())
+def _read_metrics(run_dir: Path) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise SubmissionError(f"{path}: not found; run 'coopasd evaluate {run_dir} --data DATA_DIR' first")
+    summary = read_json(path)
+    if "machines" not in summary or "official_score" not in summary:
+        raise SubmissionError(f"{path}: not a coopasd metrics file (no 'machines' or 'official_score')")
+    return summary
+
+
+def _sections_on_disk(run_dir: Path, summary: Mapping) -> tuple[list[SectionScores] | None, str]:
+    """The run's scored test clips with labels from the data tree named in ``summary``, or why not."""
+    data = summary.get("data")
+    if not data:
+        hint = f"run 'coopasd evaluate {run_dir} --data DATA_DIR' once to record it"
+        return None, f"Score plots left out: metrics.json does not name the data tree with the labels ({hint})."
+    if not Path(data).is_dir():
+        return None, f"Score plots left out: the data tree with the labels, {data}, is gone."
+    try:
+        clips = discover_clips(Path(data), splits=("test",))
+        return read_submission(Path(run_dir) / "submission", clips, require_all=False).sections, ""
+    except CoopasdError as err:
+        return None, f"Score plots left out: {err}"
+
+
+def model_thresholds(run_dir: Path) -> dict[str, float]:
+    """Decision thresholds per ``machine/section`` from the run's saved factory models (older runs did
+    not record them in metrics.json); unreadable model files are left out."""
+    found: dict[str, float] = {}
+    for path in sorted((Path(run_dir) / "models").glob("*.pt")):
+        try:
+            found |= {key: float(d.threshold) for key, d in FactoryModel.load(path).detectors.items()}
+        except CoopasdError:
+            continue
+    return found
+
+
+def evaluate_run(run_dir: Path, data_dir: Path, mode: str | None = None) -> tuple[dict, list[SectionScores]]:
+    """Recompute a run directory's metrics from its submission files and the data tree's labels:
+    the metric keys are replaced, every other key of an existing ``metrics.json`` is kept (``mode``
+    and the thresholds are filled in where missing; the versions a run ran with are never guessed);
+    then ``metrics.csv`` and the report are rewritten. Returns the summary and the scored sections."""
+    run_dir = Path(run_dir)
+    run, sections = evaluate_submission(run_dir / "submission", discover_clips(data_dir, splits=("test",)))
+    existing = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    summary = existing | summarize(sections) | data_keys(data_dir)
+    if mode:
+        summary.setdefault("mode", mode)
+    if "thresholds" not in summary and (thresholds := model_thresholds(run_dir)):
+        summary["thresholds"] = thresholds
+    write_metrics(run_dir, summary)
+    write_run_report(run_dir, summary, _config_text(run_dir), run.sections)
+    return summary, run.sections
+
+
+# ---- a comparison directory --------------------------------------------------------------------------------
+
+
+def is_comparison(run_dir: Path) -> bool:
+    """A directory written by ``coopasd compare``: a comparison.json, or one run directory per mode."""
+    run_dir = Path(run_dir)
+    return (run_dir / COMPARISON_FILE).is_file() or all((run_dir / m / "submission").is_dir() for m in MODES)
+
+
+def sibling_floor(out: Path, data: str | None, machines: Sequence[str]) -> dict | None:
+    """The non-learned floor's metrics from ``out/../baseline/metrics.json`` (as ``coopasd demo`` lays it
+    out), where that run scored the same data tree (``data``, resolved) and the same machine types."""
+    path = Path(out).resolve().parent / "baseline" / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        floor = read_json(path)
+    except SubmissionError:
+        return None
+    same_data = not data or not floor.get("data") or floor["data"] == data
+    return floor if same_data and sorted(floor.get("machines", {})) == sorted(machines) else None
+
+
+def _floor_entry(floor: Mapping) -> dict:
+    return {"official_score": floor["official_score"], "machines": floor["machines"]}
+
+
+def write_comparison_report(
+    out: Path,
+    summary: Mapping,
+    modes: Mapping[str, Mapping],
+    sections: Mapping[str, Sequence[SectionScores] | None],
+    config_text: str | None = None,
+    note: str = "",
+) -> Path:
+    """The comparison's ``report.html`` from comparison.json (``summary``), the modes' metrics.json and
+    their scored sections (figures inlined; each also saved as ``<name>.png``). ``config_text``: the
+    run's config.toml; None reads ``out/federated/config.toml``. ``note``: why score plots are missing."""
+    config_text = config_text if config_text is not None else _config_text(Path(out) / "federated")
+    cfg = _parse_config(config_text)
+    figures = comparison_figures(summary, modes, sections, cfg)
+    _save_figures(out, figures)
+    html_text = page.comparison_page(summary, modes, cfg, config_text, figures, note)
+    return write_atomic(Path(out) / "report.html", html_text)
+
+
+def write_comparison(
+    out: Path, comparison: Comparison, cfg: RunConfig, data_dir: Path, floor: dict | None = None
+) -> dict:
+    """``comparison.json`` and the combined report. ``floor``: the non-learned baseline's metrics.json
+    summary (drawn and tabled beside the modes); None looks for ``out/../baseline/metrics.json``."""
+    summary = comparison.summary()
+    machines = list(summary["modes"]["federated"]["machines"])
+    floor = floor or sibling_floor(out, data_keys(data_dir)["data"], machines)
+    if floor:
+        summary["floor"] = _floor_entry(floor)
+    write_json(Path(out) / COMPARISON_FILE, summary)
+    modes = {m: run_summary(r, data_dir) or {} for m, r in comparison.modes.items()}
+    sections = {m: r.run.sections for m, r in comparison.modes.items()}
+    write_comparison_report(out, summary, modes, sections, to_toml(cfg))
+    return summary
+
+
+def evaluate_comparison(out: Path, data_dir: Path) -> tuple[dict, dict[str, dict]]:
+    """:func:`evaluate_run` for each mode, then ``comparison.json`` (metric keys recomputed, every other
+    key kept) and the combined report. Returns comparison.json's content and the modes' summaries."""
+    out = Path(out)
+    modes, sections = {}, {}
+    for mode in MODES:
+        modes[mode], sections[mode] = evaluate_run(out / mode, data_dir, mode)
+    path = out / COMPARISON_FILE
+    summary = (read_json(path) if path.is_file() else {}) | compare_modes(modes)
+    summary.setdefault("rounds", modes["federated"].get("rounds", []))
+    floor = sibling_floor(out, data_keys(data_dir)["data"], list(modes["federated"]["machines"]))
+    if "floor" not in summary and floor:
+        summary["floor"] = _floor_entry(floor)
+    write_json(path, summary)
+    write_comparison_report(out, summary, modes, sections)
+    return summary, modes
+
+
+def rebuild_report(run_dir: Path) -> tuple[dict, Path]:
+    """Rewrite ``report.html`` of a run or comparison directory from its files; nothing else changes.
+    Keys older runs lack are derived for the page only (thresholds from the saved models, the
+    per-machine differences from the modes' metrics.json). Returns the summary the page shows
+    (metrics.json or comparison.json) and the page's path."""
+    run_dir = Path(run_dir)
+    if not is_comparison(run_dir):
+        summary = _read_metrics(run_dir)
+        summary.setdefault("thresholds", model_thresholds(run_dir))
+        sections, note = _sections_on_disk(run_dir, summary)
+        return summary, write_run_report(run_dir, summary, _config_text(run_dir), sections, note)
+    path = run_dir / COMPARISON_FILE
+    if not path.is_file():
+        raise SubmissionError(f"{path}: not found; run 'coopasd evaluate {run_dir} --data DATA_DIR' first")
+    modes = {m: _read_metrics(run_dir / m) for m in MODES}
+    for mode, summary in modes.items():
+        summary.setdefault("thresholds", model_thresholds(run_dir / mode))
+    fed = modes["federated"]
+    summary = compare_modes(modes) | read_json(path)
+    if "floor" not in summary and (floor := sibling_floor(run_dir, fed.get("data"), list(fed["machines"]))):
+        summary["floor"] = _floor_entry(floor)
+    found = {m: _sections_on_disk(run_dir / m, modes[m]) for m in MODES}
+    note = next((f"{m}: {why}" for m, (_, why) in found.items() if why), "")
+    sections = {m: secs for m, (secs, _) in found.items()}
+    return summary, write_comparison_report(run_dir, summary, modes, sections, None, note)
+
+
+# ---- printed tables and captions ---------------------------------------------------------------------------
 
 
 METRIC_LABELS = {"auc_source": "AUC source", "auc_target": "AUC target", "pauc": "pAUC", "official_score": "hmean"}
@@ -451,20 +505,3 @@ def comparison_table(modes: dict[str, dict]) -> Table:
     for row in rows:
         table.add_row(*row, style="bold" if row[0] == "all" else None)
     return table
-
-
-def write_comparison_html(run_dir: Path, modes: dict[str, dict], notes: Sequence[str], images: Sequence[str]) -> Path:
-    header, rows = comparison_rows(modes)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    img_html = "".join(f'<p><img src="{html.escape(i)}" alt="{html.escape(i)}"></p>' for i in images)
-    links = "".join(f'<li><a href="{m}/report.html">{m}</a></li>' for m in modes)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>coopasd comparison</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}
-tr:last-child{{font-weight:bold}}</style></head><body><h1>Federated vs centralized vs local-only</h1>
-<ul>{note_html}</ul><table><tr>{head}</tr>{body}</table>{img_html}<h2>Per-mode reports</h2><ul>{links}</ul>
-</body></html>
-"""
-    return write_atomic(Path(run_dir) / "report.html", page)

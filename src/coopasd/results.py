@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from coopasd.detect import FactoryModel
 from coopasd.errors import MetricsError
 from coopasd.evaluation import ScoredRun, SectionScores
 from coopasd.metrics import summarize
 
 MODES = ("federated", "centralized", "local")
+METRICS = ("auc_source", "auc_target", "pauc", "official_score")  # per machine type, in comparison.json
 
 
 @dataclass
@@ -46,11 +49,19 @@ class ModeResult:
         return cls(mode, run, [f.model for f in factories], extra)
 
     def summary(self) -> dict | None:
-        """``metrics.json``'s content, or None where every test label is hidden."""
+        """``metrics.json``'s content, or None where every test label is hidden: the metrics, the
+        skipped clips, the mode, each section's decision threshold (``"machine/section"``) and ``extra``."""
         sections = self.run.section_metrics()
         if not sections:
             return None
-        return summarize(sections) | {"skipped_clips": list(self.run.skipped)} | self.extra
+        thresholds = {
+            f"{s.machine_type}/{s.section}": float(s.threshold) for s in self.run.sections if np.isfinite(s.threshold)
+        }
+        return (
+            summarize(sections)
+            | {"skipped_clips": list(self.run.skipped), "mode": self.mode, "thresholds": thresholds}
+            | self.extra
+        )
 
 
 @dataclass
@@ -70,13 +81,36 @@ class Comparison:
         return out
 
     def summary(self) -> dict:
-        """``comparison.json``: official score and per-machine metrics per mode, and the differences."""
+        """``comparison.json``: :func:`compare_modes`, the federated rounds and the bytes per transfer."""
         modes = self.summaries()
-        fed, cen, loc = (modes[m]["official_score"] for m in MODES)
-        return {
-            "modes": {m: {"official_score": s["official_score"], "machines": s["machines"]} for m, s in modes.items()},
-            "federated_vs_centralized_percent": 100 * (fed - cen) / cen,
-            "federated_vs_local_points": 100 * (fed - loc),
-            "rounds": modes["federated"]["rounds"],
+        return compare_modes(modes) | {
+            "rounds": modes["federated"].get("rounds", []),
             "bytes_per_transfer": self.bytes_per_transfer,
         }
+
+
+def compare_modes(modes: dict[str, dict]) -> dict:
+    """The modes' ``metrics.json`` summaries side by side: per mode the official score and per-machine
+    metrics; federated vs centralized in percent (relative change) and vs local-only in points, overall
+    and per machine type and metric."""
+    fed, cen, loc = (modes[m] for m in MODES)
+
+    def percent(f: float, c: float) -> float:
+        return 100 * (f - c) / c
+
+    differences = {
+        machine: {
+            metric: {
+                "vs_centralized_percent": percent(values[metric], cen["machines"][machine][metric]),
+                "vs_local_points": 100 * (values[metric] - loc["machines"][machine][metric]),
+            }
+            for metric in METRICS
+        }
+        for machine, values in fed["machines"].items()
+    }
+    return {
+        "modes": {m: {"official_score": s["official_score"], "machines": s["machines"]} for m, s in modes.items()},
+        "federated_vs_centralized_percent": percent(fed["official_score"], cen["official_score"]),
+        "federated_vs_local_points": 100 * (fed["official_score"] - loc["official_score"]),
+        "differences": differences,
+    }

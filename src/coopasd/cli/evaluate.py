@@ -1,4 +1,4 @@
-"""``coopasd evaluate``: (re)compute DCASE metrics from a run's submission files."""
+"""``coopasd evaluate``: (re)compute DCASE metrics from a run's (or a comparison's) submission files."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ from coopasd.cli.console import console
 
 
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="Run directory with submission/ inside."),
+    run_dir: Path = typer.Argument(..., help="Run directory with submission/ inside, or a compare directory."),
     data: Path = typer.Option(..., "--data", help="The data tree the run scored (labels or ground truth)."),
 ) -> None:
-    """Print the per-machine table and write metrics.json, metrics.csv and the report."""
-    from coopasd.data.layout import discover_clips
-    from coopasd.evaluation import evaluate_submission
-    from coopasd.metrics import summarize
-    from coopasd.report import metrics_table, write_metrics, write_report
+    """Recompute the metrics (every other key of metrics.json is kept), rewrite the report, print the table."""
+    from coopasd.report import comparison_table, evaluate_comparison, evaluate_run, is_comparison, metrics_table
 
-    clips = discover_clips(data, splits=("test",))
-    run, sections = evaluate_submission(run_dir / "submission", clips)
-    summary = summarize(sections)
-    write_metrics(run_dir, summary)
-    write_report(run_dir, run, summary, "coopasd evaluation", [f"data: {data}", f"run: {run_dir}"])
+    if is_comparison(run_dir):
+        _, modes = evaluate_comparison(run_dir, data)
+        console.print(comparison_table(modes))
+        console.print(
+            f"wrote {run_dir / 'comparison.json'}, each mode's metrics.json and {run_dir / 'report.html'}", markup=False
+        )
+        return
+    summary, _ = evaluate_run(run_dir, data)
     console.print(metrics_table(summary, f"{run_dir}"))
-    console.print(f"wrote {run_dir / 'metrics.json'}", markup=False)
+    console.print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'report.html'}", markup=False)

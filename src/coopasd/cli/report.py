@@ -1,4 +1,4 @@
-"""``coopasd report``: (re)write a run directory's HTML report from its metrics.json."""
+"""``coopasd report``: rewrite a run's (or a comparison's) HTML report from its result files."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from pathlib import Path
 import typer
 
 from coopasd.cli.console import console
-from coopasd.errors import SubmissionError
 
 
-def report(run_dir: Path = typer.Argument(..., help="Run directory with metrics.json.")) -> None:
-    """Print the metrics table and write report.html."""
-    from coopasd.report import metrics_table, read_json, write_html
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory with metrics.json, or a compare directory."),
+) -> None:
+    """Rewrite report.html from metrics.json / comparison.json (+ submission files for the plots); print the table."""
+    from coopasd.report import is_comparison, metrics_table, rebuild_report
 
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        raise SubmissionError(f"{path}: not found; run 'coopasd evaluate {run_dir} --data DATA' first")
-    summary = read_json(path)
-    images = ["scores.png"] if (run_dir / "scores.png").exists() else []
-    page = write_html(run_dir, summary, "coopasd report", [f"run: {run_dir}"], images)
-    console.print(metrics_table(summary, str(run_dir)))
+    summary, page = rebuild_report(run_dir)
+    if is_comparison(run_dir):
+        scores = ", ".join(f"{mode} {100 * s['official_score']:.2f}%" for mode, s in summary["modes"].items())
+        console.print(f"official score: {scores}")
+    else:
+        console.print(metrics_table(summary, str(run_dir)))
     console.print(f"wrote {page}", markup=False)
