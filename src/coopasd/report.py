@@ -13,7 +13,7 @@ import hashlib
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +189,20 @@ tr:last-child{{font-weight:bold}}</style></head><body>
     return write_atomic(Path(run_dir) / "report.html", page)
 
 
+def privacy_note(privacy: Mapping) -> str:
+    """The report line of a run's ``privacy`` record (secure aggregation, DP and its epsilon)."""
+    parts = ["SecAgg+ (the server saw only the sum of the updates)"] if privacy.get("secure_aggregation") else []
+    if privacy.get("dp"):
+        parts.append(
+            f"{privacy['dp']} DP: epsilon {privacy['epsilon']:.2f} at delta {privacy['delta']:g} per factory "
+            f"after {privacy['rounds']} rounds (noise multiplier {privacy['noise_multiplier']:g}, "
+            f"clip {privacy['clip']:g})"
+        )
+    elif privacy.get("clip"):
+        parts.append(f"updates clipped to L2 norm {privacy['clip']:g}, no noise (no DP guarantee)")
+    return "privacy: " + ("; ".join(parts) if parts else "none")
+
+
 def run_notes(result: ModeResult, cfg: RunConfig, data_dir: Path) -> list[str]:
     """The report's lines about how a run was made."""
     label = "federated (Flower Simulation Engine)" if result.mode == "federated" else result.mode
@@ -210,6 +224,8 @@ def run_notes(result: ModeResult, cfg: RunConfig, data_dir: Path) -> list[str]:
             f"strategy: {fed.strategy}, shared: {fed.share}, rounds: {fed.rounds}, local epochs: {fed.local_epochs}"
         )
         notes.append("the server received parameters and metric values only")
+        if "privacy" in result.extra:
+            notes.append(privacy_note(result.extra["privacy"]))
     if result.run.skipped:
         notes.append(f"{len(result.run.skipped)} unreadable clip(s) skipped")
     return notes
