@@ -140,6 +140,17 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """What the server may learn about one factory's update (see coopasd.federation.privacy)."""
+
+    secure_aggregation: bool = False  # Flower SecAgg+: the server only learns the sum of the factories' updates
+    secagg_range: float = 0.1  # SecAgg+ without DP: bound on |local - global| per parameter per round
+    dp_noise_multiplier: float = 0.0  # Gaussian noise std / dp_clip on the sum of updates; 0 = no DP
+    dp_clip: float = 0.0  # L2 bound on each factory's update (local - global) per round; 0 = no clipping
+    dp_delta: float = 1e-5  # the delta of the reported (epsilon, delta) factory-level guarantee
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The effective configuration of one run, written as RUN_DIR/config.toml."""
 
@@ -150,6 +161,7 @@ class RunConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def _check_value(section: str, name: str, value: Any, annotation: Any) -> Any:

@@ -339,9 +339,23 @@ def shared_section(summary: Mapping, cfg: RunConfig | None) -> str:
     )
 
 
+def privacy_note(privacy: Mapping) -> str:
+    """The report line of a run's ``privacy`` record (secure aggregation, DP and its epsilon)."""
+    parts = ["SecAgg+ (the server saw only the sum of the updates)"] if privacy.get("secure_aggregation") else []
+    if privacy.get("dp"):
+        parts.append(
+            f"{privacy['dp']} DP: epsilon {privacy['epsilon']:.2f} at delta {privacy['delta']:g} per factory "
+            f"after {privacy['rounds']} rounds (noise multiplier {privacy['noise_multiplier']:g}, "
+            f"clip {privacy['clip']:g})"
+        )
+    elif privacy.get("clip"):
+        parts.append(f"updates clipped to L2 norm {privacy['clip']:g}, no noise (no DP guarantee)")
+    return "privacy: " + ("; ".join(parts) if parts else "none")
+
+
 def provenance(summary: Mapping, config_text: str | None) -> str:
-    """Versions, data source, skipped clips and the run's config (collapsed)."""
-    items = []
+    """Versions, data source, privacy, skipped clips and the run's config (collapsed)."""
+    items = [privacy_note(summary["privacy"])] if summary.get("privacy") else []
     if summary.get("data"):
         items.append(f"data: {summary['data']} ({summary.get('data_source', 'DCASE layout')})")
     if summary.get("encoder_start"):

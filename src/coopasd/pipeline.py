@@ -128,6 +128,8 @@ def run_federated(
         "factories": server["factories"],
         "server_official_score": server.get("official_score"),
     }
+    if "privacy" in server:  # [privacy]: SecAgg+ / DP and each factory's (epsilon, delta)
+        extra["privacy"] = server["privacy"]
     return ModeResult.of_factories("federated", factories, extra)
 
 

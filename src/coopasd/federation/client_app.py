@@ -22,6 +22,7 @@ from coopasd.data.dataset import FactoryData, load_factory_data
 from coopasd.data.layout import SPLITS, discover_clips, list_machine_types
 from coopasd.data.partition import Factory, parse_factories
 from coopasd.federation.checkpoint import LocalState, params_hash
+from coopasd.federation.privacy import clipped_params, secure_train
 from coopasd.federation.records import (
     apply_shared,
     evaluate_request,
@@ -79,6 +80,8 @@ def handle_train(msg: Message, settings: ClientSettings) -> Message:
     keys = shared_keys(encoder, cfg.federation.share)
     local_params = {k: v for k, v in encoder.state_dict().items() if k not in set(keys)}
     LocalState(trained.state, trained.classes, local_params).save(settings.work_dir, server_round)
+    if cfg.privacy.dp_clip > 0:  # [privacy]: the factory bounds its own update (privacy.py)
+        apply_shared(encoder, clipped_params(encoder.state_dict(), shared, cfg.privacy.dp_clip))
     reply = train_reply(encoder, keys, name, len(data.train_clips), trained.history, params_hash(shared)[:16])
     return Message(reply, reply_to=msg)
 
@@ -137,7 +140,10 @@ def make_client_app(settings_of: Callable[[Context], ClientSettings]) -> ClientA
 
     @client.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(msg, settings_of(context))
+        settings = settings_of(context)
+        if settings.config.privacy.secure_aggregation:  # [privacy]: SecAgg+ protocol around training (privacy.py)
+            return secure_train(msg, context, lambda m: handle_train(m, settings), settings.config.privacy)
+        return handle_train(msg, settings)
 
     @client.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from coopasd.config import RunConfig, from_toml_text, to_toml
 from coopasd.errors import CoopasdError
 from coopasd.federation.checkpoint import GlobalCheckpoint, params_hash
+from coopasd.federation.privacy import PrivacyServer
 from coopasd.federation.records import (
     evaluate_content,
     factory_of,
@@ -99,6 +100,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
     encoder, origin = initial_encoder(cfg.model, cfg.train.seed)
     keys = shared_keys(encoder, fed.share)
     strategy = make_strategy(fed, settings.n_factories)
+    private = PrivacyServer.of(cfg, settings.n_factories, grid)  # [privacy]: None = plain exchange (privacy.py)
     arrays = to_record(encoder, keys)
     start_round, history = 1, []
     if settings.resume:
@@ -117,7 +119,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         started = time.perf_counter()
         config = train_config(fed.lr_decay ** (server_round - 1))
         messages = list(strategy.configure_train(server_round, arrays, config, grid))
-        replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
+        replies = list((private or grid).send_and_receive(messages, timeout=fed.round_timeout))
         good = sorted(_validate(replies, keys, reference), key=factory_of)  # fixed order: reproducible sums
         entry: dict = {
             "round": server_round,
@@ -138,6 +140,8 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
             )
             entry["aggregated"] = False
         else:
+            if private:  # [privacy]: central DP noise on the clipped updates' sum; the round's accounting record
+                good, entry["privacy"] = private.aggregate_input(good, arrays)
             new_arrays, metrics = strategy.aggregate_train(server_round, good)
             if new_arrays is not None:
                 arrays = new_arrays
@@ -164,6 +168,8 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         "strategy": fed.strategy,
         "final_hash": params_hash(arrays.to_torch_state_dict()),
     }
+    if private:  # [privacy]: the guarantee each factory has after the run
+        result["privacy"] = private.report(history)
     write_json(settings.run_dir / FEDERATION_FILE, result)
     return result
 
