@@ -6,10 +6,25 @@ import os
 import tempfile
 from pathlib import Path
 
+from coopasd.errors import OutputError
+
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+
+    Raises :class:`OutputError` naming the file when it cannot be written (no permission, a file where
+    a folder should be, a full disk, ...).
+    """
     path = Path(path)
+    try:
+        return _write(path, data)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from err
+
+
+def _write(path: Path, data: str | bytes) -> Path:
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

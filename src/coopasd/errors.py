@@ -50,3 +50,15 @@ class SubmissionError(CoopasdError):
 
 class SectionError(CoopasdError):
     """A clip's machine type and section are unknown to the factory model, or cannot be told."""
+
+
+class DetectorError(CoopasdError):
+    """A section's normal training clips cannot make a detector (none of the source domain, too few distinct)."""
+
+
+class ScoreError(CoopasdError):
+    """A clip got a score that is not a finite number; it is never written or reported as a verdict."""
+
+
+class OutputError(CoopasdError):
+    """A result file or folder cannot be written (a file where a folder should be, no permission, ...)."""

@@ -17,19 +17,72 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from coopasd.atomic import write_atomic
 from coopasd.config import RunConfig, to_toml
 from coopasd.data.layout import Clip
 from coopasd.detect import FactoryModel, section_key
-from coopasd.errors import SubmissionError
+from coopasd.errors import OutputError, SubmissionError
 from coopasd.evaluation import ScoredRun, decision_file_name, read_submission, score_file_name
 from coopasd.results import Comparison, FactoryResult, ModeResult
 
 FEDERATION_FILE = "federation.json"  # the server's result in its run directory
 FACTORY_MODEL_FILE = "model.pt"  # a federated factory's detector, in its own folder
 FACTORY_RECORD_FILE = "factory.json"  # a federated factory's skipped clips, in its own folder
+# result files this module writes at the top of a run directory (an earlier run's are removed first)
+RUN_RESULT_FILES = ("metrics.json", "metrics.csv", "report.html", "scores.png", "rounds.png", "comparison.json")
+_SUBMISSION_PATTERNS = ("anomaly_score_*_section_*_test.csv", "decision_result_*_section_*_test.csv")
+
+
+def check_out_dir(path: Path) -> Path:
+    """Make sure results can be written into folder ``path`` (created if absent), before a run starts.
+
+    Raises :class:`OutputError` naming it when it is a file, lies below a file, or cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a folder; give a folder for the results")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".coopasd-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write results there ({err.strerror or err})") from err
+    return path
+
+
+def check_out_file(path: Path) -> Path:
+    """Make sure file ``path`` can be written (its folder is created if absent); :class:`OutputError` if not."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name")
+    check_out_dir(path.parent)
+    return path
+
+
+def clear_results(run_dir: Path, keep: Sequence[str] = ()) -> list[Path]:
+    """Remove the result files an earlier run left in ``run_dir`` (only names this module writes:
+    ``RUN_RESULT_FILES``, submission csvs, ``models/*.pt``, ``federation.json``), except ``keep``.
+
+    So a reused run directory never shows an earlier run's metrics beside new scores. Working state
+    (``checkpoints/``, ``factories/``) is left alone. Returns what was removed.
+    """
+    run_dir = Path(run_dir)
+    stale = [run_dir / name for name in (*RUN_RESULT_FILES, FEDERATION_FILE) if name not in keep]
+    stale += [p for pattern in _SUBMISSION_PATTERNS for p in sorted((run_dir / "submission").glob(pattern))]
+    stale += sorted((run_dir / "models").glob("*.pt"))
+    removed = []
+    for path in stale:
+        if path.is_file():
+            try:
+                path.unlink()
+            except OSError as err:
+                raise OutputError(f"{path}: cannot remove this earlier result ({err.strerror or err})") from err
+            removed.append(path)
+    return removed
 
 
 def _csv_text(rows: Sequence[Sequence[object]]) -> str:
@@ -46,8 +99,19 @@ def write_submission(
     scores: np.ndarray,
     decisions: np.ndarray,
 ) -> None:
-    """DCASE submission files of one section: anomaly scores and 0/1 decisions, no header."""
+    """DCASE submission files of one section: anomaly scores and 0/1 decisions, no header.
+
+    A score that is not a finite number is refused (:class:`SubmissionError` naming the clips), so a
+    submission never holds NaN or inf.
+    """
     sub = Path(run_dir) / "submission"
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    bad = [f"{n} ({v})" for n, v in zip(names, values.tolist(), strict=True) if not np.isfinite(v)]
+    if bad:
+        raise SubmissionError(
+            f"{sub / score_file_name(machine_type, section)}: refusing to write {len(bad)} score(s) that are not "
+            f"finite numbers, e.g. {', '.join(bad[:3])}"
+        )
     write_atomic(
         sub / score_file_name(machine_type, section),
         _csv_text(list(zip(names, map(float, scores), strict=True))),
@@ -118,13 +182,13 @@ def write_metrics(run_dir: Path, summary: dict) -> None:
 
 def metrics_table(summary: dict, title: str = "DCASE 2023 Task 2 metrics") -> Table:
     """A rich table of the per-machine values and the mean rows."""
-    table = Table(title=title)
+    table = Table(title=escape(title))  # titles hold paths: "[x]" in one is text, not markup
     rows = metrics_rows(summary)
     for i, name in enumerate(rows[0]):
         table.add_column(str(name).replace("_", " "), justify="left" if i == 0 else "right")
     for row in rows[1:]:
         style = "bold" if row[0] == "harmonic mean" else None
-        table.add_row(str(row[0]), *(f"{100 * float(v):.2f}" for v in row[1:]), style=style)
+        table.add_row(escape(str(row[0])), *(f"{100 * float(v):.2f}" for v in row[1:]), style=style)
     table.caption = "values in %; official score = harmonic mean of all AUC(source), AUC(target), pAUC"
     return table
 
@@ -223,8 +287,12 @@ def run_notes(result: ModeResult, cfg: RunConfig, data_dir: Path) -> list[str]:
 
 def write_run(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path) -> dict | None:
     """A whole run directory, the same for every mode: config, submission, models, metrics, plots,
-    HTML. Returns the metrics summary, or None where every test label is hidden."""
+    HTML. Returns the metrics summary, or None where every test label is hidden.
+
+    Result files of an earlier run in ``run_dir`` are removed first (see :func:`clear_results`), so
+    nothing stale survives beside the new scores; a federated run keeps its own ``federation.json``."""
     run_dir = Path(run_dir)
+    clear_results(run_dir, keep=(FEDERATION_FILE,) if result.mode == "federated" else ())
     write_atomic(run_dir / "config.toml", to_toml(cfg))
     _write_sections(run_dir, result.run)
     for model in result.models:
@@ -242,7 +310,10 @@ def write_run(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path)
 
 
 def write_comparison(out: Path, comparison: Comparison, cfg: RunConfig, data_dir: Path) -> dict:
-    """``comparison.json``, the per-round plot with the reference modes, and the combined report."""
+    """``comparison.json``, the per-round plot with the reference modes, and the combined report.
+
+    An earlier single run's results at the top of ``out`` are removed first (see :func:`clear_results`)."""
+    clear_results(out)
     summary = comparison.summary()
     write_json(Path(out) / "comparison.json", summary)
     modes = comparison.summaries()
@@ -349,7 +420,7 @@ def comparison_table(modes: dict[str, dict]) -> Table:
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i < 2 else "right")
     for row in rows:
-        table.add_row(*row, style="bold" if row[0] == "all" else None)
+        table.add_row(*(escape(c) for c in row), style="bold" if row[0] == "all" else None)
     return table
 
 

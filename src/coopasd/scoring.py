@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from coopasd.data.layout import parse_clip_path
-from coopasd.detect import FactoryModel  # the only import of the saved model's class
+from coopasd.detect import FactoryModel, require_finite_scores  # the only import of the saved model's class
 from coopasd.errors import LayoutError, SectionError
 
 __all__ = ["ClipScore", "FactoryModel", "load_model", "resolve_section", "score_wave", "sections"]
@@ -91,10 +91,16 @@ def resolve_section(
     )
 
 
-def score_wave(model: FactoryModel, wave: np.ndarray, machine: str, section: str) -> ClipScore:
-    """Score one loaded clip ``(samples,)`` (see :func:`coopasd.data.audio.load_audio`) of a known section."""
+def score_wave(model: FactoryModel, wave: np.ndarray, machine: str, section: str, name: str = "clip") -> ClipScore:
+    """Score one loaded clip ``(samples,)`` (see :func:`coopasd.data.audio.load_audio`) of a known section.
+
+    ``name`` is what errors call the clip. A score that is not a finite number raises :class:`ScoreError`:
+    it is never reported as a verdict.
+    """
     key = f"{machine}/{section}"
     if key not in model.detectors:
-        raise SectionError(f"the model has no detector for {key}; it knows {', '.join(sections(model))}")
+        raise SectionError(f"{name}: the model has no detector for {key}; it knows {', '.join(sections(model))}")
     scores, decisions = model.score(wave[np.newaxis], machine, section)
-    return ClipScore(float(scores[0]), int(decisions[0]), float(model.detectors[key].threshold), machine, section)
+    require_finite_scores(scores, [str(name)], f"factory model '{model.name}', {key}")
+    threshold = float(model.detectors[key].threshold)
+    return ClipScore(float(scores[0]), int(decisions[0]), threshold, machine, section)

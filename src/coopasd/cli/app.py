@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from coopasd.cli.baseline import baseline
 from coopasd.cli.certs import certs
@@ -40,11 +41,11 @@ app.command("pretrain")(pretrain_command)
 
 
 def main() -> None:
-    """Console entry point: a CoopasdError becomes one red line and exit code 2."""
+    """Console entry point: a CoopasdError becomes one red line (escaped: "[x]" is text) and exit code 2."""
     try:
         app(standalone_mode=False)
     except CoopasdError as err:
-        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         err_console.print("aborted")
@@ -52,7 +53,7 @@ def main() -> None:
     except (typer.BadParameter, typer.Exit) as err:
         if isinstance(err, typer.Exit):
             sys.exit(err.exit_code)
-        err_console.print(f"[bold red]error:[/bold red] {err}")
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as err:  # click usage errors
         import click

@@ -13,11 +13,11 @@ from coopasd.config import load_config
 from coopasd.data.synth import SynthConfig, clip_count, generate
 from coopasd.errors import CoopasdError
 from coopasd.pipeline import run_baseline_mode
-from coopasd.report import write_run
+from coopasd.report import check_out_dir, write_run
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where data and results go."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where data and results go.", callback=check_out_dir),
     seed: int = typer.Option(0, help="Seed of the synthetic factories."),
 ) -> None:
     """Synthetic factories -> log-mel floor -> federated vs centralized vs local-only, with reports."""
@@ -35,4 +35,4 @@ def demo(
     write_run(out / "baseline", run_baseline_mode(data, cfg, progress_bar), cfg, data)
     console.rule("3/3 federated (Flower simulation) vs centralized vs local-only")
     compare_and_write(data, out / "compare", cfg)
-    console.print(f"reports: {out / 'compare' / 'report.html'} and {out / 'baseline' / 'report.html'}")
+    console.print(f"reports: {out / 'compare' / 'report.html'} and {out / 'baseline' / 'report.html'}", markup=False)

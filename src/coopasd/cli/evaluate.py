@@ -24,4 +24,4 @@ def evaluate(
     write_metrics(run_dir, summary)
     write_report(run_dir, run, summary, "coopasd evaluation", [f"data: {data}", f"run: {run_dir}"])
     console.print(metrics_table(summary, f"{run_dir}"))
-    console.print(f"wrote {run_dir / 'metrics.json'}")
+    console.print(f"wrote {run_dir / 'metrics.json'}", markup=False)

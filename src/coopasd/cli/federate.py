@@ -10,11 +10,12 @@ from coopasd.cli.console import progress_bar
 from coopasd.cli.runs import print_round, write_and_print
 from coopasd.config import load_config
 from coopasd.pipeline import run_federated
+from coopasd.report import check_out_dir
 
 
 def federate(
     data: Path = typer.Option(..., "--data", help="DCASE 2023 T2 data tree (one folder per machine type)."),
-    out: Path = typer.Option(..., "--out", help="Run directory."),
+    out: Path = typer.Option(..., "--out", help="Run directory.", callback=check_out_dir),
     rounds: int | None = typer.Option(None, help="Aggregation rounds."),
     config: Path | None = typer.Option(None, "--config", help="TOML config file."),
     strategy: str | None = typer.Option(None, help="fedavg, fedprox, fedavgm or fedadam."),

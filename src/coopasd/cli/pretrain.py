@@ -12,11 +12,11 @@ from coopasd.cli.console import console, progress_bar
 from coopasd.config import TrainConfig
 from coopasd.data.corpus import CorpusConfig
 from coopasd.pretrain import PretrainConfig, pretrain, pretrain_steps
-from coopasd.report import write_pretrained
+from coopasd.report import check_out_file, write_pretrained
 
 
 def pretrain_command(
-    out: Path = typer.Option(..., "--out", help="Checkpoint file to write (a .json with its record goes beside)."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint to write (+ .json record).", callback=check_out_file),
     preset: str = typer.Option("tiny", help="BEATs preset."),
     kinds: int = typer.Option(48, help="Procedural machine kinds in the corpus."),
     clips: int = typer.Option(20, help="Clips per (kind, condition) class."),
@@ -44,4 +44,4 @@ def pretrain_command(
             checkpoint, meta = pretrain(cfg, command, corpus_advance, train_advance)
     record = write_pretrained(out, checkpoint, meta)
     console.print(f"final training accuracy {record['final_accuracy']:.3f} in {record['seconds']:.0f} s")
-    console.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) and {out.with_suffix('.json')}")
+    console.print(f"wrote {out} (sha256 {record['sha256'][:16]}…) and {out.with_suffix('.json')}", markup=False)

@@ -24,4 +24,4 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory with metrics.
     images = ["scores.png"] if (run_dir / "scores.png").exists() else []
     page = write_html(run_dir, summary, "coopasd report", [f"run: {run_dir}"], images)
     console.print(metrics_table(summary, str(run_dir)))
-    console.print(f"wrote {page}")
+    console.print(f"wrote {page}", markup=False)

@@ -24,12 +24,12 @@ def write_and_print(out: Path, result: ModeResult, cfg: RunConfig, data: Path) -
     """Write the run directory and print its metrics table (or why there is none)."""
     summary = write_run(out, result, cfg, data)
     if summary is None:
-        console.print(f"scores written to {out}/submission (labels hidden: no metrics)")
+        console.print(f"scores written to {out}/submission (labels hidden: no metrics)", markup=False)
         return None
     console.print(metrics_table(summary, f"{result.mode} on {data}"))
     if result.run.skipped:
         console.print(f"[yellow]{len(result.run.skipped)} bad clip(s) skipped[/yellow]")
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False)
     return summary
 
 
@@ -43,5 +43,5 @@ def compare_and_write(data: Path, out: Path, cfg: RunConfig) -> Comparison:
     comparison = run_comparison(data, out, cfg, progress_bar, on_mode=mode_done, on_round=print_round)
     write_comparison(out, comparison, cfg, data)
     console.print(comparison_table(comparison.summaries()))
-    console.print(f"wrote {out / 'comparison.json'} and {out / 'report.html'}")
+    console.print(f"wrote {out / 'comparison.json'} and {out / 'report.html'}", markup=False)
     return comparison

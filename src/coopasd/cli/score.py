@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from coopasd.cli.console import console
@@ -20,13 +21,13 @@ def score(
 ) -> None:
     """Print each clip's anomaly score and decision (1 = anomalous)."""
     factory = load_model(model)
-    table = Table(title=f"factory '{factory.name}'")
+    table = Table(title=escape(f"factory '{factory.name}'"))
     for name in ("clip", "machine/section", "score", "threshold", "decision"):
         table.add_column(name, justify="right" if name in ("score", "threshold") else "left")
     for path in clips:
         m, s = resolve_section(factory, path, machine, section)
         wave = load_audio(path, factory.data_cfg.sample_rate, factory.data_cfg.seconds)
-        result = score_wave(factory, wave, m, s)
+        result = score_wave(factory, wave, m, s, str(path))
         verdict = "[red]anomalous[/red]" if result.decision else "normal"
-        table.add_row(path.name, f"{m}/{s}", f"{result.score:.4f}", f"{result.threshold:.4f}", verdict)
+        table.add_row(escape(path.name), escape(f"{m}/{s}"), f"{result.score:.4f}", f"{result.threshold:.4f}", verdict)
     console.print(table)

@@ -17,6 +17,7 @@ from coopasd.data.unseen_plant import (
     generate_unseen_plant,
     unseen_clip_count,
 )
+from coopasd.report import check_out_dir
 
 
 class Family(StrEnum):
@@ -27,7 +28,7 @@ class Family(StrEnum):
 
 
 def synth(
-    out: Path = typer.Option(..., "--out", help="Folder to create (must be empty or absent)."),
+    out: Path = typer.Option(..., "--out", help="Folder to create (must be empty or absent).", callback=check_out_dir),
     family: Family = typer.Option(
         Family.dev, help="dev: the tuning family; unseen: the separately designed plant no design choice sees."
     ),
@@ -69,4 +70,4 @@ def synth(
     for machine, counts in summary.counts.items():
         kinds = ", ".join(summary.anomaly_kinds[machine])
         console.print(f"{machine:>{width}}: {counts['train']} train, {counts['test']} test clips; anomalies: {kinds}")
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False)

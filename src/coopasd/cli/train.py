@@ -10,11 +10,12 @@ from coopasd.cli.console import progress_bar
 from coopasd.cli.runs import write_and_print
 from coopasd.config import load_config
 from coopasd.pipeline import run_learned_mode
+from coopasd.report import check_out_dir
 
 
 def train(
     data: Path = typer.Option(..., "--data", help="DCASE 2023 T2 data tree."),
-    out: Path = typer.Option(..., "--out", help="Run directory to write."),
+    out: Path = typer.Option(..., "--out", help="Run directory to write.", callback=check_out_dir),
     mode: str = typer.Option("centralized", help="centralized (all data pooled) or local (each factory alone)."),
     config: Path | None = typer.Option(None, "--config", help="TOML config file."),
     epochs: int | None = typer.Option(None, help="Training epochs."),

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from coopasd.atomic import write_atomic
+from coopasd.errors import ConfigError
 
 
 def _name(common_name: str) -> x509.Name:
@@ -38,6 +39,10 @@ def generate_certificates(
     ``hosts`` become the server certificate's subject alternative names (IPs or DNS names):
     list every address the SuperNodes and ``flwr`` use to reach the SuperLink.
     """
+    if days < 1:
+        raise ConfigError(f"--days {days}: a certificate must be valid for at least 1 day")
+    if not hosts:
+        raise ConfigError("--host: at least one host name or IP address is needed for the SuperLink certificate")
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
