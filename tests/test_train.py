@@ -7,6 +7,7 @@ import torch
 from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
 from coopasd.config import ModelConfig, TrainConfig
 from coopasd.embed import embed, pick_device
+from coopasd.errors import ConfigError
 from coopasd.model.beats import BEATs
 from coopasd.model.heads import ArcFace
 from coopasd.train import TrainingSet, _epoch_indices, make_head, steps_per_run, train_local
@@ -110,6 +111,6 @@ def test_fedprox_term_keeps_weights_near_the_global_model():
 
 def test_asking_for_cuda_without_one_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(ConfigError, match="no CUDA device"):
         pick_device("cuda")
     assert pick_device("auto").type == "cpu"

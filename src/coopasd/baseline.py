@@ -14,7 +14,7 @@ import numpy as np
 from coopasd.config import BaselineConfig, DataConfig, DetectConfig
 from coopasd.data.audio import load_many
 from coopasd.data.layout import Clip, group_by_machine_section
-from coopasd.detect import KnnDetector
+from coopasd.detect import KnnDetector, require_distinct
 from coopasd.embed import logmel_features
 from coopasd.errors import LayoutError
 from coopasd.evaluation import ScoredRun, SectionScores
@@ -52,7 +52,7 @@ def run_baseline(
         detector = KnnDetector(
             DetectConfig(features="logmel", metric="euclidean", standardize=True, k=cfg.k, normalize=cfg.normalize)
         )
-        detector.fit(source, target)
+        require_distinct(detector.fit(source, target, f"{machine}/{section}"), len(source) + len(target))
         test_kept = [c for c in kept if c.split == "test"]
         scores = detector.score(feats[~is_train]) if test_kept else np.zeros(0)
         sections.append(SectionScores(machine, section, test_kept, scores, detector.decide(scores), detector.threshold))

@@ -9,6 +9,7 @@ import ast
 import dataclasses
 import inspect
 import io
+import math
 import re
 import textwrap
 import tokenize
@@ -24,6 +25,47 @@ import tomli_w
 from coopasd.errors import ConfigError
 
 SAMPLE_RATE = 16_000  # Hz: the rate every encoder and feature of coopasd works at (BEATs' fbank)
+MAX_SECONDS = 600.0  # longest clip length [data] seconds may ask for (a typo of 1e6 s would fill the memory)
+MAX_K = 1000  # most neighbours per bank a config may ask for (more is the mean over the whole bank)
+
+
+def _check(ok: bool, section: str, name: str, value: Any, rule: str) -> None:
+    """Raise a ConfigError naming section, key and value unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"[{section}] {name} = {value!r}: {rule}")
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _at_least(obj: Any, section: str, name: str, low: float, rule: str = "") -> None:
+    value = getattr(obj, name)
+    _check(_finite(value) and value >= low, section, name, value, rule or f"must be at least {low:g}")
+
+
+def _positive(obj: Any, section: str, name: str) -> None:
+    value = getattr(obj, name)
+    _check(_finite(value) and value > 0, section, name, value, "must be a positive number")
+
+
+def _fraction(obj: Any, section: str, name: str, low_open: bool, high_open: bool) -> None:
+    value = getattr(obj, name)
+    low_ok = _finite(value) and (value > 0 if low_open else value >= 0)
+    high_ok = _finite(value) and (value < 1 if high_open else value <= 1)
+    interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    _check(low_ok and high_ok, section, name, value, f"must lie in {interval}")
+
+
+def _k(obj: Any, section: str, name: str = "k") -> None:
+    value = getattr(obj, name)
+    _check(
+        1 <= value <= MAX_K,
+        section,
+        name,
+        value,
+        f"must be between 1 and {MAX_K} (a k larger than a memory bank averages the whole bank)",
+    )
 
 
 @dataclass(frozen=True)
@@ -34,6 +76,23 @@ class DataConfig:
     seconds: float = 0.0  # [s] 0 = each clip's own length (no crop); > 0 = crop longer clips, tile shorter ones
     on_error: Literal["raise", "skip"] = "raise"  # bad clips: fail listing all, or skip and count
 
+    def __post_init__(self) -> None:
+        _check(
+            self.sample_rate == SAMPLE_RATE,
+            "data",
+            "sample_rate",
+            self.sample_rate,
+            f"must be {SAMPLE_RATE}: every encoder and feature of coopasd works at 16 kHz "
+            "(clips at other rates are resampled to it on load)",
+        )
+        _check(
+            _finite(self.seconds) and 0 <= self.seconds <= MAX_SECONDS,
+            "data",
+            "seconds",
+            self.seconds,
+            f"must be 0 (each clip's own length) or a clip length in seconds up to {MAX_SECONDS:g}",
+        )
+
 
 @dataclass(frozen=True)
 class BaselineConfig:
@@ -41,6 +100,9 @@ class BaselineConfig:
 
     k: int = 1  # [neighbours] per memory bank
     normalize: Literal["loo", "none"] = "loo"  # per-bank leave-one-out distance normalization
+
+    def __post_init__(self) -> None:
+        _k(self, "baseline")
 
 
 @dataclass(frozen=True)
@@ -65,6 +127,23 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train
     seed: int = 0  # sampling, crops, augmentation
 
+    def __post_init__(self) -> None:
+        _at_least(self, "train", "epochs", 0, "must be 0 (no fine-tuning: the encoder is used as it starts) or more")
+        _at_least(self, "train", "batch_size", 1)
+        for name in ("lr", "grad_clip", "scale"):
+            _positive(self, "train", name)
+        for name in ("weight_decay", "crop_seconds", "mixup", "proximal_mu", "seed"):
+            _at_least(self, "train", name, 0)
+        _fraction(self, "train", "warmup_fraction", low_open=False, high_open=True)
+        _fraction(self, "train", "target_fraction", low_open=False, high_open=True)
+        _check(
+            _finite(self.margin) and 0 <= self.margin < math.pi / 2,
+            "train",
+            "margin",
+            self.margin,
+            "must lie in [0, pi/2) radians",
+        )
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -75,6 +154,10 @@ class ModelConfig:
     pooling: Literal["mean", "mean_freq"] = "mean_freq"  # mean over patches, or over time per frequency
     layer: int = 1  # transformer layer whose output is pooled (-1 = last)
     lora_rank: int = 0  # [rank] > 0: LoRA adapters of this rank on the attention projections
+
+    def __post_init__(self) -> None:
+        _at_least(self, "model", "layer", -1, "must be -1 (the last layer) or a layer index from 0")
+        _at_least(self, "model", "lora_rank", 0, "must be 0 (no LoRA) or a positive rank")
 
 
 DETECTOR_MEMBERS = ("learned", "logmel", "aisfx")  # what a detector member's memory banks can hold
@@ -110,6 +193,11 @@ class DetectConfig:
 
     def __post_init__(self) -> None:
         detector_members(self.features)
+        _k(self, "detect")
+        _k(self, "detect", "density_k")
+        _at_least(self, "detect", "kmeans_clusters", 1)
+        _at_least(self, "detect", "target_mix", 0)
+        _fraction(self, "detect", "threshold_quantile", low_open=True, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -138,6 +226,16 @@ class FederationConfig:
     drop_out: str = ""  # fault drill: "factory:round+round;..." makes those factories fail those rounds
     keep_checkpoints: int = 2  # [files] round_NNN.pt global checkpoints kept beside latest.pt; -1 = all
 
+    def __post_init__(self) -> None:
+        for name in ("rounds", "local_epochs", "min_participants"):
+            _at_least(self, "federation", name, 1)
+        for name in ("server_lr", "lr_decay", "round_timeout"):
+            _positive(self, "federation", name)
+        for name in ("proximal_mu", "evaluate_every", "personalize_epochs"):
+            _at_least(self, "federation", name, 0)
+        _fraction(self, "federation", "server_momentum", low_open=False, high_open=True)
+        parse_drop_out(self.drop_out)
+
 
 @dataclass(frozen=True)
 class PrivacyConfig:
@@ -162,6 +260,10 @@ class RunConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+
+    def __post_init__(self) -> None:
+        if self.federation.share == "lora" and self.model.lora_rank == 0:
+            raise ConfigError("[federation] share = 'lora' needs LoRA adapters: set [model] lora_rank > 0 (e.g. 8)")
 
 
 def _check_value(section: str, name: str, value: Any, annotation: Any) -> Any:
@@ -206,10 +308,17 @@ def load_run_config(path: Path | None) -> RunConfig:
     """Read a TOML run config (sections as in :class:`RunConfig`); None gives the defaults."""
     if path is None:
         return RunConfig()
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     try:
-        values = tomllib.loads(Path(path).read_text())
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(f"{path}: config file does not exist") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (byte {err.start} is not UTF-8); expected TOML") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from err
     try:
@@ -225,11 +334,31 @@ def load_config(path: Path | None = None, **sections: dict[str, Any]) -> RunConf
     (flags that were not given) are ignored, e.g. ``load_config(path, train={"epochs": None})``.
     """
     config = load_run_config(path)
+    merged = dataclasses.asdict(config)
     for section, values in sections.items():
-        if section not in {f.name for f in dataclasses.fields(RunConfig)}:
+        if section not in merged:
             raise ConfigError(f"unknown config section [{section}]")
-        config = with_overrides(config, section, **values)
-    return config
+        merged[section].update({k: v for k, v in values.items() if v is not None})
+    return build(RunConfig, merged)  # every section and the cross-section rules checked once, flags included
+
+
+_DROP_OUT_PART = re.compile(r"^\s*([^:;]+?)\s*:\s*(\d+(?:\s*\+\s*\d+)*)\s*$")
+
+
+def parse_drop_out(spec: str) -> dict[str, set[int]]:
+    """``[federation] drop_out`` ("name:1+2;name2:3") -> {factory: rounds}; a malformed spec is a ConfigError."""
+    out: dict[str, set[int]] = {}
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        match = _DROP_OUT_PART.match(part)
+        if not match or any(int(r) < 1 for r in match[2].split("+")):
+            raise ConfigError(
+                f"[federation] drop_out = {spec!r}: part {part.strip()!r} is not 'factory:round+round' "
+                "(rounds are whole numbers from 1)"
+            )
+        out.setdefault(match[1], set()).update(int(r) for r in match[2].split("+"))
+    return out
 
 
 def from_flags(
@@ -247,13 +376,7 @@ def from_flags(
 
 def failing_rounds(spec: str, factory: str) -> set[int]:
     """Rounds in which ``factory`` fails on purpose, from ``[federation] drop_out`` ("name:1+2;...")."""
-    rounds: set[int] = set()
-    for part in spec.split(";"):
-        if ":" in part:
-            name, numbers = part.split(":", 1)
-            if name.strip() == factory:
-                rounds.update(int(r) for r in numbers.split("+") if r.strip())
-    return rounds
+    return parse_drop_out(spec).get(factory, set())
 
 
 def with_overrides(config: RunConfig, section: str, **values: Any) -> RunConfig:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from coopasd.config import DetectConfig, ModelConfig, detector_members
+from coopasd.errors import ConfigError
 from coopasd.features import logmel_statistics
 from coopasd.model.aisfx import DEFAULT_WEIGHTS as AISFX_WEIGHTS
 from coopasd.model.aisfx import AisfxCNN, load_aisfx
@@ -18,9 +19,11 @@ LOGMEL_BATCH = 64  # clips per batch when computing log-mel statistics
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto`` takes CUDA when present; asking for ``cuda`` without one is an error."""
+    """``auto`` takes CUDA when present; asking for ``cuda`` without one is a :class:`ConfigError`."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device = 'cuda' asked for, but no CUDA device is available")
+        raise ConfigError(
+            "[train] device = 'cuda': no CUDA device is available here (torch sees none); use 'auto' or 'cpu'"
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

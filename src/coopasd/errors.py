@@ -62,3 +62,15 @@ class OverwriteError(CoopasdError):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         super().__init__(f"{path}: already exists; pass --force to replace it (what trusts the old one stops working)")
+
+
+class DetectorError(CoopasdError):
+    """A section's normal training clips cannot make a detector (none of the source domain, too few distinct)."""
+
+
+class ScoreError(CoopasdError):
+    """A clip got a score that is not a finite number; it is never written or reported as a verdict."""
+
+
+class OutputError(CoopasdError):
+    """A result file or folder cannot be written (a file where a folder should be, no permission, ...)."""

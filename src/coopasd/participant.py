@@ -18,7 +18,7 @@ import torch
 from coopasd.config import RunConfig
 from coopasd.data.dataset import FactoryData
 from coopasd.data.layout import Clip, group_by_machine_section
-from coopasd.detect import FactoryModel, fit_detector, section_key
+from coopasd.detect import FactoryModel, fit_detector, require_finite_scores, section_key
 from coopasd.embed import clip_features, frozen_encoders
 from coopasd.evaluation import SectionScores
 from coopasd.model.beats import BEATs
@@ -99,9 +99,8 @@ def build_factory_model(
     features = clip_features(encoder, data.train_waves, cfg.model, cfg.detect, cfg.train.device, frozen)
     detectors = {}
     for (machine, section), _, rows in _sections(data.train_clips):
-        detectors[section_key(machine, section)] = fit_detector(
-            {k: v[rows] for k, v in features.items()}, data.is_target[rows], cfg.detect
-        )
+        key = section_key(machine, section)
+        detectors[key] = fit_detector({k: v[rows] for k, v in features.items()}, data.is_target[rows], cfg.detect, key)
     return FactoryModel(
         data.factory.name, encoder, cfg.model, cfg.detect, cfg.data, detectors, head.classes, head.state, meta, frozen
     )
@@ -119,6 +118,7 @@ def score_factory(model: FactoryModel, data: FactoryData) -> list[SectionScores]
             )
             continue
         scores = det.score({k: v[rows] for k, v in features.items()})
+        require_finite_scores(scores, [c.name for c in group], f"{model.name}: {machine} section {section}")
         out.append(SectionScores(machine, section, group, scores, det.decide(scores), det.threshold))
     return out
 

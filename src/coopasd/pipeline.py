@@ -24,8 +24,9 @@ from typing import Literal
 from coopasd.baseline import run_baseline
 from coopasd.config import RunConfig, detector_members
 from coopasd.data.dataset import FactoryData, clips_to_load, load_all
-from coopasd.data.layout import Clip, discover_clips
+from coopasd.data.layout import Clip, check_trainable, discover_clips
 from coopasd.data.partition import parse_factories
+from coopasd.embed import pick_device
 from coopasd.model.checkpoint import initial_encoder
 from coopasd.participant import TrainedHead, finish, train_encoder, training_steps
 from coopasd.results import MODES, Comparison, ModeResult
@@ -74,11 +75,22 @@ def run_local(datas: Sequence[FactoryData], cfg: RunConfig, progress: Advance | 
 
 def _discover(data_dir: Path, cfg: RunConfig) -> tuple[list[Clip], list]:
     clips = discover_clips(data_dir)
+    check_trainable(clips)
     return clips, parse_factories(cfg.partition.factories, sorted({c.machine_type for c in clips}))
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Settings that can only be checked here, before any clip is loaded: the device exists, and
+    ``[model] layer`` / ``lora_rank`` fit the encoder (a ConfigError or CheckpointError naming them)."""
+    pick_device(cfg.train.device)
+    initial_encoder(cfg.model, cfg.train.seed)
+    if _learns(cfg) and cfg.train.epochs == 0:
+        log.info("[train] epochs = 0: no fine-tuning; the encoder is used as it starts")
 
 
 def run_learned_mode(mode: LearnedMode, data_dir: Path, cfg: RunConfig, stage: Stage = no_progress) -> ModeResult:
     """Discover and load every factory's clips, train in ``mode`` (centralized or local), build banks, score."""
+    preflight(cfg)
     clips, factories = _discover(data_dir, cfg)
     with stage(f"{mode}: loading clips", clips_to_load(clips)) as advance:
         datas = load_all(clips, factories, cfg.data, advance)
@@ -91,6 +103,7 @@ def run_learned_mode(mode: LearnedMode, data_dir: Path, cfg: RunConfig, stage: S
 def run_baseline_mode(data_dir: Path, cfg: RunConfig, stage: Stage = no_progress) -> ModeResult:
     """The non-learned floor: log-mel statistics + kNN per machine type and section."""
     clips = discover_clips(data_dir)
+    check_trainable(clips)
     with stage("log-mel kNN baseline", clips_to_load(clips)) as advance:
         run = run_baseline(clips, cfg.data, cfg.baseline, advance)
     return ModeResult("baseline", run)
@@ -109,6 +122,7 @@ def run_federated(
     from coopasd.federation.checkpoint import completed_rounds
     from coopasd.federation.simulation import run_simulated
 
+    preflight(cfg)
     with stage("federated rounds", cfg.federation.rounds) as advance:
         if resume:
             advance(completed_rounds(run_dir))

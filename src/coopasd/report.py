@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -35,7 +36,7 @@ from coopasd.config import RunConfig, from_toml_text, to_toml
 from coopasd.data.layout import Clip, discover_clips
 from coopasd.detect import FactoryModel, section_key
 from coopasd.environment import host, versions
-from coopasd.errors import CoopasdError, RunDirError, SubmissionError
+from coopasd.errors import CoopasdError, OutputError, RunDirError, SubmissionError
 from coopasd.evaluation import (
     ScoredRun,
     SectionScores,
@@ -64,6 +65,32 @@ RUN_OUTPUTS: dict[str, tuple[str, ...]] = {  # what a run of each command writes
     "demo": (RUN_RECORD, "data", "baseline", "compare"),
 }
 
+# result files this module writes at the top of a run directory (an earlier run's are removed first)
+RUN_RESULT_FILES = ("metrics.json", "metrics.csv", "report.html", "scores.png", "rounds.png", "comparison.json")
+_SUBMISSION_PATTERNS = ("anomaly_score_*_section_*_test.csv", "decision_result_*_section_*_test.csv")
+
+
+def clear_results(run_dir: Path, keep: Sequence[str] = ()) -> list[Path]:
+    """Remove the result files an earlier run left in ``run_dir`` (only names this module writes:
+    ``RUN_RESULT_FILES``, submission csvs, ``models/*.pt``, ``federation.json``), except ``keep``.
+
+    So a reused run directory never shows an earlier run's metrics beside new scores. Working state
+    (``checkpoints/``, ``factories/``) is left alone. Returns what was removed.
+    """
+    run_dir = Path(run_dir)
+    stale = [run_dir / name for name in (*RUN_RESULT_FILES, FEDERATION_FILE) if name not in keep]
+    stale += [p for pattern in _SUBMISSION_PATTERNS for p in sorted((run_dir / "submission").glob(pattern))]
+    stale += sorted((run_dir / "models").glob("*.pt"))
+    removed = []
+    for path in stale:
+        if path.is_file():
+            try:
+                path.unlink()
+            except OSError as err:
+                raise OutputError(f"{path}: cannot remove this earlier result ({err.strerror or err})") from err
+            removed.append(path)
+    return removed
+
 
 def _csv_text(rows: Sequence[Sequence[object]]) -> str:
     buffer = io.StringIO()
@@ -79,8 +106,19 @@ def write_submission(
     scores: np.ndarray,
     decisions: np.ndarray,
 ) -> None:
-    """DCASE submission files of one section: anomaly scores and 0/1 decisions, no header."""
+    """DCASE submission files of one section: anomaly scores and 0/1 decisions, no header.
+
+    A score that is not a finite number is refused (:class:`SubmissionError` naming the clips), so a
+    submission never holds NaN or inf.
+    """
     sub = Path(run_dir) / "submission"
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    bad = [f"{n} ({v})" for n, v in zip(names, values.tolist(), strict=True) if not np.isfinite(v)]
+    if bad:
+        raise SubmissionError(
+            f"{sub / score_file_name(machine_type, section)}: refusing to write {len(bad)} score(s) that are not "
+            f"finite numbers, e.g. {', '.join(bad[:3])}"
+        )
     write_atomic(
         sub / score_file_name(machine_type, section),
         _csv_text(list(zip(names, map(float, scores), strict=True))),
@@ -120,7 +158,7 @@ def claim_run_dir(out: Path, kind: str, force: bool = False, resume: bool = Fals
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is not a directory")
+        raise RunDirError(f"{out}: exists and is not a folder; give a folder for the results")
     if resume:
         if not (out / "checkpoints" / "latest.pt").is_file():
             raise RunDirError(f"{out}: nothing to resume (no checkpoints/latest.pt)")
@@ -225,7 +263,7 @@ def metrics_table(summary: dict, title: str = "DCASE 2023 Task 2 metrics") -> Ta
         table.add_column(str(name).replace("_", " "), justify="left" if i == 0 else "right", overflow="fold")
     for row in rows[1:]:
         style = "bold" if row[0] == "harmonic mean" else None
-        table.add_row(str(row[0]), *(f"{100 * float(v):.2f}" for v in row[1:]), style=style)
+        table.add_row(escape(str(row[0])), *(f"{100 * float(v):.2f}" for v in row[1:]), style=style)
     table.caption = "values in %; official score = harmonic mean of all AUC(source), AUC(target), pAUC"
     return table
 
@@ -277,8 +315,12 @@ def write_run_report(
 
 def write_run(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path) -> dict | None:
     """A whole run directory, the same for every mode: config, submission, models, metrics, figures,
-    HTML. Returns the metrics summary, or None where every test label is hidden."""
+    HTML. Returns the metrics summary, or None where every test label is hidden.
+
+    Result files of an earlier run in ``run_dir`` are removed first (see :func:`clear_results`), so
+    nothing stale survives beside the new scores; a federated run keeps its own ``federation.json``."""
     run_dir = Path(run_dir)
+    clear_results(run_dir, keep=(FEDERATION_FILE,) if result.mode == "federated" else ())
     write_atomic(run_dir / "config.toml", to_toml(cfg))
     _write_sections(run_dir, result.run)
     for model in result.models:
@@ -396,7 +438,9 @@ def write_comparison(
     out: Path, comparison: Comparison, cfg: RunConfig, data_dir: Path, floor: dict | None = None
 ) -> dict:
     """``comparison.json`` and the combined report. ``floor``: the non-learned baseline's metrics.json
-    summary (drawn and tabled beside the modes); None looks for ``out/../baseline/metrics.json``."""
+    summary (drawn and tabled beside the modes); None looks for ``out/../baseline/metrics.json``.
+    An earlier single run's results at the top of ``out`` are removed first (see :func:`clear_results`)."""
+    clear_results(out)
     summary = comparison.summary()
     machines = list(summary["modes"]["federated"]["machines"])
     floor = floor or sibling_floor(out, data_keys(data_dir)["data"], machines)
@@ -503,5 +547,5 @@ def comparison_table(modes: dict[str, dict]) -> Table:
         label = name.replace("fed vs ", "fed vs\n")
         table.add_column(label, justify="left" if i < 2 else "right", overflow="fold")
     for row in rows:
-        table.add_row(*row, style="bold" if row[0] == "all" else None)
+        table.add_row(*(escape(c) for c in row), style="bold" if row[0] == "all" else None)
     return table

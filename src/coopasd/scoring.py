@@ -21,7 +21,7 @@ import numpy as np
 
 from coopasd.data.audio import fix_length, load_audio
 from coopasd.data.layout import parse_clip_path
-from coopasd.detect import FactoryModel  # the only import of the saved model's class
+from coopasd.detect import FactoryModel, require_finite_scores  # the only import of the saved model's class
 from coopasd.errors import LayoutError, SectionError
 
 __all__ = [
@@ -108,13 +108,19 @@ def resolve_section(
     )
 
 
-def score_wave(model: FactoryModel, wave: np.ndarray, machine: str, section: str) -> ClipScore:
-    """Score one loaded clip ``(samples,)`` (see :func:`coopasd.data.audio.load_audio`) of a known section."""
+def score_wave(model: FactoryModel, wave: np.ndarray, machine: str, section: str, name: str = "clip") -> ClipScore:
+    """Score one loaded clip ``(samples,)`` (see :func:`coopasd.data.audio.load_audio`) of a known section.
+
+    ``name`` is what errors call the clip. A score that is not a finite number raises :class:`ScoreError`:
+    it is never reported as a verdict.
+    """
     key = f"{machine}/{section}"
     if key not in model.detectors:
-        raise SectionError(f"the model has no detector for {key}; it knows {', '.join(sections(model))}")
+        raise SectionError(f"{name}: the model has no detector for {key}; it knows {', '.join(sections(model))}")
     scores, decisions = model.score(wave[np.newaxis], machine, section)
-    return ClipScore(float(scores[0]), int(decisions[0]), float(model.detectors[key].threshold), machine, section)
+    require_finite_scores(scores, [str(name)], f"factory model '{model.name}', {key}")
+    threshold = float(model.detectors[key].threshold)
+    return ClipScore(float(scores[0]), int(decisions[0]), threshold, machine, section)
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ def score_file(model: FactoryModel, path: Path, machine: str | None = None, sect
     wave = load_audio(path, rate, None)  # native length, at the model's rate
     own = round(wave.shape[0] / rate, 3)
     scored = fix_length(wave, int(round(seconds * rate))) if seconds else wave  # 0: the clip's own length
-    result = score_wave(model, scored, found_machine, found_section)
+    result = score_wave(model, scored, found_machine, found_section, name=str(path))
     return FileScore(str(path), result, own, seconds or own)
 
 

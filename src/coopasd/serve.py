@@ -173,7 +173,7 @@ def _score_bytes(
     """Resolve the section, decode and score (blocking; runs in a worker thread)."""
     m, s = resolve_section(model, clip, machine, section)
     wave = decode_audio(data, clip, model.data_cfg.sample_rate, model.data_cfg.seconds, max_seconds=max_seconds)
-    result = score_wave(model, wave, m, s)
+    result = score_wave(model, wave, m, s, clip)
     if not math.isfinite(result.score):
         raise AudioError(clip, "the model gives this clip a non-finite score (degenerate audio)")
     return ScoreResponse(factory=model.name, clip=clip, **result.to_dict())

@@ -23,8 +23,12 @@ def pretrain_command(
 ) -> None:
     """Generate the corpus, pre-train, and write the checkpoint plus its record (command, corpus, hash)."""
     from coopasd.data.corpus import CorpusConfig
+    from coopasd.errors import OutputError
     from coopasd.pretrain import PretrainConfig, pretrain, pretrain_steps
     from coopasd.report import write_pretrained
+
+    if out.is_dir():
+        raise OutputError(f"{out}: is a folder; give a file name")
 
     train = dataclasses.replace(PretrainConfig().train, epochs=epochs, seed=seed, device=device)
     corpus = CorpusConfig(kinds=kinds, clips_per_class=clips, seed=seed)

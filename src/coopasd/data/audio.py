@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
 _MAX_SAMPLES_PER_SECOND = 2 * 96_000  # with max_seconds: caps decoded memory (a small FLAC can unpack to GBs)
+# Largest accepted sample magnitude: integer PCM reads as [-1, 1]; float files may exceed full scale a little
+# (or store physical units), but beyond 1e6 (120 dB over full scale) no recording lies, and the log-mel
+# power of float32 audio overflows to inf from about 1e12 on: such values are a broken file, not a sound.
+MAX_ABS_SAMPLE = 1e6
 
 
 def _check_wav_not_truncated(handle: BinaryIO, size: int, name: Path | str) -> None:
@@ -89,6 +93,13 @@ def _read_checked(
         raise AudioError(name, "zero-length audio (no samples)")
     if not np.isfinite(data).all():
         raise AudioError(name, "audio contains NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(
+            name,
+            f"samples reach {peak:.3g}: audio lies within about +-1 (digital full scale); beyond "
+            f"+-{MAX_ABS_SAMPLE:g} it is a broken file, not a recording",
+        )
     return data, int(rate)
 
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from coopasd.data.synth import SynthConfig, SynthSummary, clip_count, generate
 from coopasd.data.unseen_plant import UnseenPlantConfig, generate_unseen_plant, unseen_clip_count
+from coopasd.errors import OutputError
 
 Family = Literal["dev", "unseen"]
 FAMILIES: tuple[Family, ...] = ("dev", "unseen")
@@ -29,6 +30,8 @@ def generate_plant(
     cfg: SynthConfig | UnseenPlantConfig, out: Path, progress: Callable[[int], None] | None = None
 ) -> SynthSummary:
     """Write the plant of ``cfg``'s family to ``out`` (DCASE 2023 Task 2 layout)."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; give a folder for the plant")
     if isinstance(cfg, UnseenPlantConfig):
         return generate_unseen_plant(cfg, out, progress)
     return generate(cfg, out, progress)

@@ -152,14 +152,15 @@ def discover_clips(
     clips: list[Clip] = []
     problems: list[LayoutError] = []
     for machine in wanted:
+        if not any(_audio_files(root / machine / split) for split in SPLITS):
+            problems.append(LayoutError(root / machine, "machine folder holds no audio clips in train/ or test/"))
+            continue
         machine_clips: list[Clip] = []
         for split in splits:
             folder = root / machine / split
             if not folder.is_dir():
                 continue
-            for path in sorted(folder.iterdir()):
-                if path.name.startswith(".") or path.suffix.lower() not in AUDIO_SUFFIXES:
-                    continue
+            for path in _audio_files(folder):
                 try:
                     machine_clips.append(parse_clip_path(path, machine, split))
                 except LayoutError as err:
@@ -168,17 +169,46 @@ def discover_clips(
         clips.extend(machine_clips)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
-        raise LayoutError(root, f"{len(problems)} file name(s) do not follow the DCASE layout:\n{listing}")
+        folders = sum(1 for p in problems if p.path.is_dir())
+        counts = ((len(problems) - folders, "file name(s)"), (folders, "folder(s)"))
+        what = " and ".join(f"{n} {label}" for n, label in counts if n)
+        raise LayoutError(root, f"{what} do not follow the DCASE layout:\n{listing}")
     return apply_ground_truth(root, clips)
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    """The audio files (by suffix) of ``folder``, sorted; hidden files are ignored; none if it is absent."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.suffix.lower() in AUDIO_SUFFIXES]
+
+
+def check_trainable(clips: Iterable[Clip]) -> None:
+    """Every (machine type, section) with training clips must have source-domain normal ones.
+
+    Raises one :class:`LayoutError` naming each such section's train folder: a detector's memory
+    banks start from the source domain (a section with only target-domain clips is a misnamed set).
+    """
+    problems: list[tuple[Path, str]] = []
+    for (machine, section), group in group_by_machine_section(c for c in clips if c.split == "train").items():
+        if not any(c.domain == "source" and c.label == "normal" for c in group):
+            domains = "/".join(sorted({c.domain or "unknown" for c in group}))
+            problems.append(
+                (
+                    group[0].path.parent,
+                    f"{machine} section {section}: {len(group)} training clip(s), all {domains}-domain, and no "
+                    "source-domain normal ones (section_XX_source_train_normal_*); a detector needs them",
+                )
+            )
+    if problems:
+        path, problem = problems[0]
+        more = f" (and {len(problems) - 1} more section(s) like it)" if len(problems) > 1 else ""
+        raise LayoutError(path, problem + more)
 
 
 def read_attribute_csv(path: Path) -> dict[str, tuple[tuple[str, str], ...]]:
     """Read a DCASE ``attributes_XX.csv``: ``file_name,d1p,d1v,d2p,d2v,...`` -> {basename: pairs}."""
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as err:
-        raise LayoutError(path, f"cannot read attribute csv ({err})") from err
+    rows = _read_csv_rows(path, "attribute csv")
     if not rows or not rows[0] or rows[0][0] != "file_name":
         raise LayoutError(path, "attribute csv must start with a header row 'file_name,d1p,d1v,...'")
     table: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -222,10 +252,22 @@ def apply_attribute_csvs(machine_dir: Path, clips: list[Clip], splits: Sequence[
     return result
 
 
+def _read_csv_rows(path: Path, what: str) -> list[list[str]]:
+    """All rows of a UTF-8 csv; binary or undecodable content is a :class:`LayoutError` naming the file."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.reader(handle))
+    except UnicodeDecodeError as err:
+        raise LayoutError(path, f"cannot read {what}: byte {err.start} is not UTF-8 text (a binary file?)") from err
+    except csv.Error as err:
+        raise LayoutError(path, f"cannot read {what}: {err} (a binary file?)") from err
+    except OSError as err:
+        raise LayoutError(path, f"cannot read {what} ({err.strerror or err})") from err
+
+
 def _csv_splits(path: Path) -> dict[str, str]:
     """Which split folder each csv row names (``machine/train/x.wav`` -> train), '' if none."""
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))[1:]
+    rows = _read_csv_rows(path, "attribute csv")[1:]
     out: dict[str, str] = {}
     for row in rows:
         if row and row[0].strip():
@@ -252,15 +294,18 @@ def ground_truth_paths(root: Path, machine_type: str, section: str) -> tuple[Pat
 
 def _read_two_column_csv(path: Path, allowed: set[str]) -> dict[str, str]:
     table: dict[str, str] = {}
-    with open(path, newline="") as handle:
-        for line_no, row in enumerate(csv.reader(handle), start=1):
-            if not row:
-                continue
-            if len(row) < 2 or row[1].strip() not in allowed:
-                if line_no == 1 and row[0].strip().lower() in ("file_name", "filename", "file"):
-                    continue  # tolerate a header row
-                raise LayoutError(path, f"line {line_no}: expected 'file_name,{'|'.join(sorted(allowed))}'")
-            table[Path(row[0].strip()).name] = row[1].strip()
+    for line_no, row in enumerate(_read_csv_rows(path, "ground-truth csv"), start=1):
+        if not row:
+            continue
+        if len(row) < 2 or row[1].strip() not in allowed:
+            if line_no == 1 and row[0].strip().lower() in ("file_name", "filename", "file"):
+                continue  # tolerate a header row
+            expected, found = f"file_name,{'|'.join(sorted(allowed))}", ",".join(row)[:60]
+            raise LayoutError(path, f"line {line_no}: expected '{expected}', found {found!r}")
+        name = Path(row[0].strip()).name
+        if name in table and table[name] != row[1].strip():
+            raise LayoutError(path, f"line {line_no}: {name} is listed twice with different values")
+        table[name] = row[1].strip()
     return table
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from flwr.app import Context
 
 from coopasd.config import RunConfig
-from coopasd.data.layout import discover_clips
+from coopasd.data.layout import check_trainable, discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.errors import CoopasdError
+from coopasd.federation.checkpoint import GlobalCheckpoint, verify_local_states
 from coopasd.federation.client_app import make_client_app, simulation_settings
 from coopasd.federation.server_app import ServerSettings, make_server_app
 from coopasd.report import FEDERATION_FILE, read_factory_result, read_json
@@ -69,6 +70,7 @@ def run_simulated(
     _quiet_flower()
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
     clips = discover_clips(data_dir)
+    check_trainable(clips)
     factories = parse_factories(cfg.partition.factories, sorted({c.machine_type for c in clips}))
     if len(factories) < cfg.federation.min_participants:
         raise CoopasdError(
@@ -79,6 +81,12 @@ def run_simulated(
     if not resume:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         shutil.rmtree(run_dir / "factories", ignore_errors=True)
+    else:  # a bad saved state is an error now, not a factory silently left out of the resumed rounds
+        latest = run_dir / "checkpoints" / "latest.pt"
+        if not latest.exists():
+            raise CoopasdError(f"{latest}: nothing to resume from (no global checkpoint in {run_dir})")
+        GlobalCheckpoint.load(latest)
+        verify_local_states(run_dir / "factories" / f.name for f in factories)
 
     def client_settings(context: Context):
         return simulation_settings(context, cfg, data_dir, factories, run_dir)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from coopasd.atomic import write_atomic
-from coopasd.errors import OverwriteError
+from coopasd.errors import ConfigError, OverwriteError
 
 LOOPBACK = ("127.0.0.1", "localhost")
 
@@ -52,6 +52,10 @@ def generate_certificates(
     names (IPs or DNS names): list every address the SuperNodes use to reach the SuperLink's gateway.
     Existing files are kept (:class:`OverwriteError`) unless ``force``.
     """
+    if days < 1:
+        raise ConfigError(f"--days {days}: a certificate must be valid for at least 1 day")
+    if not hosts:
+        raise ConfigError("--host: at least one host name or IP address is needed for the SuperLink certificate")
     out = Path(out)
     files = {"ca_cert": "ca.crt", "ca_key": "ca.key", "server_cert": "server.pem", "server_key": "server.key"}
     refuse_overwrite([out / name for name in files.values()], force)

@@ -3,14 +3,26 @@ an encoder starts (an official BEATs file, the shipped pre-trained backbone, or 
 
 The official BEATs files have the same ``cfg`` + ``model`` form, so loading is always:
 config -> model -> load_state_dict(strict) -> eval.
+
+Integrity: every torch file coopasd writes is *sealed*: the sha256 of all its bytes is stored as the
+comment of its zip archive (:func:`seal`), so the file stays an ordinary ``torch.load``-able
+checkpoint (official BEATs code reads it too). :func:`load_torch_file` reads the bytes once, checks
+the seal before anything is deserialized, and deserializes those same bytes with
+``weights_only=True`` (tensors and plain data only: nothing in a file can run code). A truncated,
+bit-flipped or edited file is one clear :class:`CheckpointError` naming it. Files that must come from
+coopasd (factory models, federated state) require the seal; encoder checkpoints may lack it (official
+BEATs files have none). The seal detects damage and edits, not a forger who recomputes it: keep model
+files where only the plant can write.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import pickle
-import zipfile
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +30,7 @@ import torch
 from torch import nn
 
 from coopasd.config import ModelConfig
-from coopasd.errors import CoopasdError
+from coopasd.errors import ConfigError, CoopasdError
 from coopasd.model.beats import BEATs, BEATsConfig, preset
 
 log = logging.getLogger(__name__)
@@ -27,20 +39,88 @@ DEFAULT_CHECKPOINT = Path(__file__).parent.parent / "weights" / "tiny_pretrained
 
 
 class CheckpointError(CoopasdError):
-    """A checkpoint file is missing, truncated, not a checkpoint, or does not fit the model."""
+    """A checkpoint file is missing, truncated, not a checkpoint, altered, or does not fit the model."""
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load`` a checkpoint dict (tensors and plain data only), with clear errors."""
+SEAL_PREFIX = b"coopasd-seal/1 sha256:"  # the zip comment of a sealed file, then 64 hex digits
+SEAL_LENGTH = len(SEAL_PREFIX) + 64
+_EOCD = b"PK\x05\x06"  # zip end-of-central-directory record (22 bytes + comment)
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` (a ``torch.save`` zip archive without comment) with the sha256 of its bytes as the zip comment."""
+    if len(data) < 22 or data[-22:-18] != _EOCD or data[-2:] != b"\x00\x00":
+        raise ValueError("seal() needs the bytes of a torch.save archive (a zip file without comment)")
+    digest = hashlib.sha256(data[:-2]).hexdigest().encode()
+    return data[:-2] + struct.pack("<H", SEAL_LENGTH) + SEAL_PREFIX + digest
+
+
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save(obj)`` as sealed bytes (what every torch file coopasd writes holds)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return seal(buffer.getvalue())
+
+
+def check_seal(raw: bytes, path: Path | str) -> bool:
+    """True when ``raw`` carries a seal that matches its bytes, False when it carries none.
+
+    Raises :class:`CheckpointError` naming ``path`` when the seal does not match (a changed or damaged file).
+    """
+    if len(raw) < SEAL_LENGTH + 22 or not raw[-SEAL_LENGTH:].startswith(SEAL_PREFIX):
+        return False
+    recorded = raw[-64:].decode("ascii", "replace")
+    if raw[-SEAL_LENGTH - 2 : -SEAL_LENGTH] != struct.pack("<H", SEAL_LENGTH):
+        raise CheckpointError(f"{path}: its checksum record is damaged; the file was changed after it was written")
+    actual = hashlib.sha256(raw[: -SEAL_LENGTH - 2]).hexdigest()
+    if actual != recorded:
+        raise CheckpointError(
+            f"{path}: checksum mismatch (sha256 {actual[:12]}..., recorded {recorded[:12]}...): the file was "
+            "truncated, damaged or changed after coopasd wrote it; do not use it"
+        )
+    return True
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def load_torch_file(path: Path, what: str = "checkpoint", require_seal: bool = False) -> Any:
+    """Read ``path`` once, check its seal, then ``torch.load`` those bytes with ``weights_only=True``.
+
+    ``require_seal``: a file without a seal is an error (files only coopasd writes). Every problem is
+    one :class:`CheckpointError` line naming the file and ``what`` it should be.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file does not exist")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: checkpoint file is empty")
+        raise CheckpointError(f"{path}: {what} file does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {err}") from err
+        raw = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the {what} file ({err.strerror or err})") from err
+    if not raw:
+        raise CheckpointError(f"{path}: {what} file is empty (0 bytes)")
+    if not check_seal(raw, path) and require_seal:
+        raise CheckpointError(
+            f"{path}: {what} file carries no coopasd checksum: it is truncated, was altered, or was not written "
+            "by coopasd"
+        )
+    try:
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or foreign files; all mean the same to the user
+        text = str(err).lower()
+        if isinstance(err, pickle.UnpicklingError) and ("weights only" in text or "unsupported global" in text):
+            problem = "refused: it holds Python objects other than tensors and plain data (nothing in it was run)"
+        else:
+            problem = "not readable (truncated or corrupt?)"
+        raise CheckpointError(f"{path}: {what} file {problem}: {_first_line(err)}") from err
+
+
+def read_checkpoint(path: Path, require_seal: bool = False) -> dict[str, Any]:
+    """A ``{"cfg", "model", ...}`` checkpoint dict (see :func:`load_torch_file`), with clear errors."""
+    path = Path(path)
+    payload = load_torch_file(path, "checkpoint", require_seal)
     if not isinstance(payload, dict) or "model" not in payload or "cfg" not in payload:
         keys = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: expected a dict with 'cfg' and 'model', found {keys}")
@@ -79,11 +159,37 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Pa
 
 
 def checkpoint_bytes(cfg: dict[str, Any], model: dict[str, torch.Tensor], meta: dict | None = None) -> bytes:
-    """The serialized ``{"cfg", "model", "meta"}`` dict (what :mod:`coopasd.report` writes to disk)."""
-    buffer = io.BytesIO()
+    """The serialized, sealed ``{"cfg", "model", "meta"}`` dict (what :mod:`coopasd.report` writes to disk)."""
     payload = {"cfg": cfg, "model": {k: v.detach().cpu().clone() for k, v in model.items()}, "meta": meta or {}}
-    torch.save(payload, buffer)
-    return buffer.getvalue()
+    return torch_bytes(payload)
+
+
+def verify_shipped_backbone(path: Path = DEFAULT_CHECKPOINT) -> None:
+    """The shipped backbone's sha256 must match its record (``tiny_pretrained.json``) before it is used."""
+    record = Path(path).with_suffix(".json")
+    try:
+        expected = str(json.loads(record.read_text())["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{record}: the shipped backbone's record is missing or unreadable ({err})") from err
+    actual = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if actual != expected:
+        raise CheckpointError(
+            f"{path}: sha256 {actual[:12]}... does not match its record {record.name} ({expected[:12]}...): the "
+            "shipped backbone is damaged or was replaced; reinstall coopasd"
+        )
+
+
+def check_encoder_settings(encoder: BEATs, cfg: ModelConfig, origin: str) -> None:
+    """``[model] layer`` and ``lora_rank`` must fit the encoder (known only once it is loaded)."""
+    depth = encoder.cfg.encoder_layers
+    if cfg.layer >= depth:
+        raise ConfigError(
+            f"[model] layer = {cfg.layer}: the encoder ({origin}) has {depth} layers: use 0..{depth - 1}, "
+            "or -1 for the last"
+        )
+    width = encoder.cfg.encoder_embed_dim
+    if cfg.lora_rank > width:
+        raise ConfigError(f"[model] lora_rank = {cfg.lora_rank}: larger than the encoder's width {width}")
 
 
 def load_beats(path: Path | str) -> BEATs:
@@ -99,6 +205,7 @@ def initial_encoder(cfg: ModelConfig, seed: int = 0) -> tuple[BEATs, str]:
     if cfg.checkpoint == "pretrained":
         if not DEFAULT_CHECKPOINT.exists():
             raise CheckpointError(f"{DEFAULT_CHECKPOINT}: the shipped pre-trained backbone is missing")
+        verify_shipped_backbone()
         encoder, origin = (
             load_beats(DEFAULT_CHECKPOINT),
             f"shipped pre-trained tiny backbone ({DEFAULT_CHECKPOINT.name})",
@@ -107,9 +214,11 @@ def initial_encoder(cfg: ModelConfig, seed: int = 0) -> tuple[BEATs, str]:
         torch.manual_seed(seed)
         encoder = BEATs(preset(cfg.preset))
         origin = f"random initialization of the '{cfg.preset}' preset (no checkpoint: expect near-chance features)"
-        log.warning("encoder starts from %s", origin)
     else:
         encoder, origin = load_beats(Path(cfg.checkpoint)), f"checkpoint {cfg.checkpoint}"
+    check_encoder_settings(encoder, cfg, f"[model] checkpoint = {cfg.checkpoint!r}")
+    if cfg.checkpoint in ("", "none"):
+        log.warning("encoder starts from %s", origin)
     if cfg.lora_rank:
         encoder.add_lora(cfg.lora_rank)
     return encoder, origin
