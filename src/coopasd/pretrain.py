@@ -10,13 +10,11 @@ checkpoint format (``cfg`` + ``model`` + ``meta``), loadable by
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,14 +40,6 @@ class PretrainConfig:
     pooling: Pooling = "mean_freq"  # embedding the head classifies
     layer: int = -1  # layer whose output is pooled during pre-training
     half_precision: bool = True  # store float16 weights (half the file; loaded back as float32)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pretrain(

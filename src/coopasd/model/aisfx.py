@@ -41,7 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from coopasd.atomic import write_atomic
-from coopasd.model.checkpoint import CheckpointError, checkpoint_bytes, load_state_strict, read_checkpoint
+from coopasd.model.checkpoint import (
+    CheckpointError,
+    checkpoint_bytes,
+    file_sha256,
+    load_state_strict,
+    read_checkpoint,
+)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "aisfx_cnn.pt"
 ORIGINAL_MEMBER = "aisfx/models/checkpoint.pth"  # the checkpoint's path inside the aisfx wheel
@@ -314,14 +320,6 @@ class AisfxCNN(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- weights
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _numpy_safe_globals() -> list[Any]:

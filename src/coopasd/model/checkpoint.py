@@ -47,6 +47,15 @@ SEAL_LENGTH = len(SEAL_PREFIX) + 64
 _EOCD = b"PK\x05\x06"  # zip end-of-central-directory record (22 bytes + comment)
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def seal(data: bytes) -> bytes:
     """``data`` (a ``torch.save`` zip archive without comment) with the sha256 of its bytes as the zip comment."""
     if len(data) < 22 or data[-22:-18] != _EOCD or data[-2:] != b"\x00\x00":
