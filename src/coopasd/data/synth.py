@@ -385,42 +385,70 @@ def generate(cfg: SynthConfig, out: Path, progress: Callable[[int], None] | None
     return SynthSummary(out, counts, kinds)
 
 
-def _write_machine(cfg: SynthConfig, machine: str, out: Path, progress) -> dict[str, int]:
+ClipRenderer = Callable[[str, str, str, int], tuple[np.ndarray, dict[str, str]]]
+
+
+def write_machine_tree(
+    out: Path,
+    machine: str,
+    section: str,
+    plan: list[tuple[str, str, str, int]],
+    render: ClipRenderer,
+    sample_rate: int,
+    hidden_order: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Write one machine type's clips in the DCASE 2023 T2 layout (any synthetic family).
+
+    ``plan`` lists (split, domain, label, index); ``render(split, domain, label, index)`` gives the
+    wave and its attributes. Names carry domain, label and attributes, and ``attributes_<section>.csv``
+    lists them; with ``hidden_order`` (one number per test clip) test clips get anonymized names and
+    their labels and domains go to the ground-truth csvs instead (the eval form).
+    """
     mdir = out / machine
     for split in ("train", "test"):
         (mdir / split).mkdir(parents=True, exist_ok=True)
-    plan = _plan(cfg)
-    hidden_order = _clip_rng(cfg.seed, machine, "test", "order", "hidden", 0).permutation(
-        sum(1 for p in plan if p[0] == "test")
-    )
+    order = iter(hidden_order) if hidden_order is not None else None
     attr_rows: list[list[str]] = []
     truth: list[tuple[str, int, int]] = []
-    test_i = 0
     for split, domain, label, index in plan:
-        wave, attrs, _kind = render_clip(cfg, machine, split, domain, label, index)
+        wave, attrs = render(split, domain, label, index)
         attr_part = "_".join(f"{k}_{v}" for k, v in attrs.items())
-        name = f"section_{cfg.section}_{domain}_{split}_{label}_{index:04d}_{attr_part}.wav"
-        if split == "test" and cfg.hide_labels:
-            name = f"section_{cfg.section}_{int(hidden_order[test_i]):04d}.wav"
+        name = f"section_{section}_{domain}_{split}_{label}_{index:04d}_{attr_part}.wav"
+        if split == "test" and order is not None:
+            name = f"section_{section}_{int(next(order)):04d}.wav"
             truth.append((name, int(label == "anomaly"), int(domain == "target")))
-            test_i += 1
         else:
             attr_rows.append([f"{machine}/{split}/{name}", *[x for kv in attrs.items() for x in kv]])
-        sf.write(mdir / split / name, wave, cfg.sample_rate, subtype="PCM_16")
+        sf.write(mdir / split / name, wave, sample_rate, subtype="PCM_16")
         if progress:
             progress(1)
     width = max(len(r) for r in attr_rows) - 1
     header = ["file_name"] + [f"d{i // 2 + 1}{'pv'[i % 2]}" for i in range(width)]
-    with open(mdir / f"attributes_{cfg.section}.csv", "w", newline="") as handle:
+    with open(mdir / f"attributes_{section}.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([header, *attr_rows])
     if truth:
-        label_csv, domain_csv = ground_truth_paths(out, machine, cfg.section)
+        label_csv, domain_csv = ground_truth_paths(out, machine, section)
         for path, column in ((label_csv, 1), (domain_csv, 2)):
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "w", newline="") as handle:
                 csv.writer(handle).writerows(sorted((row[0], row[column]) for row in truth))
-    n_train = cfg.train_source + cfg.train_target
+    n_train = sum(1 for p in plan if p[0] == "train")
     return {"train": n_train, "test": len(plan) - n_train}
+
+
+def _write_machine(cfg: SynthConfig, machine: str, out: Path, progress) -> dict[str, int]:
+    plan = _plan(cfg)
+    hidden_order = _clip_rng(cfg.seed, machine, "test", "order", "hidden", 0).permutation(
+        sum(1 for p in plan if p[0] == "test")
+    )
+
+    def render(split: str, domain: str, label: str, index: int) -> tuple[np.ndarray, dict[str, str]]:
+        wave, attrs, _kind = render_clip(cfg, machine, split, domain, label, index)
+        return wave, attrs
+
+    order = hidden_order if cfg.hide_labels else None
+    return write_machine_tree(out, machine, cfg.section, plan, render, cfg.sample_rate, order, progress)
 
 
 def clip_count(cfg: SynthConfig) -> int:

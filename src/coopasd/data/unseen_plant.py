@@ -23,7 +23,6 @@ from ``(seed, machine, split, domain, label, index)``, so any single clip can be
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
@@ -34,11 +33,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
-import soundfile as sf
 from scipy import signal
 
-from coopasd.data.layout import ground_truth_paths
-from coopasd.data.synth import SynthSummary
+from coopasd.data.synth import SynthSummary, write_machine_tree
 from coopasd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -652,38 +649,16 @@ def generate_unseen_plant(
 def _write_machine(
     cfg: UnseenPlantConfig, machine: str, out: Path, progress: Callable[[int], None] | None
 ) -> dict[str, int]:
-    folder = out / machine
-    for split in ("train", "test"):
-        (folder / split).mkdir(parents=True, exist_ok=True)
     plan = _plan(cfg)
     n_test = sum(1 for p in plan if p[0] == "test")
     hidden = np.random.default_rng([cfg.seed, zlib.crc32(f"unseen-plant/{machine}/hidden-order".encode())])
-    order = iter(hidden.permutation(n_test))
-    attr_rows: list[list[str]] = []
-    truth: list[tuple[str, str, str]] = []
-    for split, domain, label, index in plan:
+    order = hidden.permutation(n_test) if cfg.hide_labels else None
+
+    def render(split: str, domain: str, label: str, index: int) -> tuple[np.ndarray, dict[str, str]]:
         wave, attrs, _fault = render_unseen_clip(cfg, machine, split, domain, label, index)
-        attr_part = "_".join(f"{k}_{v}" for k, v in attrs.items())
-        name = f"section_{cfg.section}_{domain}_{split}_{label}_{index:04d}_{attr_part}.wav"
-        if split == "test" and cfg.hide_labels:
-            name = f"section_{cfg.section}_{int(next(order)):04d}.wav"
-            truth.append((name, str(int(label == "anomaly")), str(int(domain == "target"))))
-        else:
-            attr_rows.append([f"{machine}/{split}/{name}", *[x for pair in attrs.items() for x in pair]])
-        sf.write(folder / split / name, wave, cfg.sample_rate, subtype="PCM_16")
-        if progress:
-            progress(1)
-    width = max(len(row) for row in attr_rows) - 1
-    header = ["file_name"] + [f"d{i // 2 + 1}{'pv'[i % 2]}" for i in range(width)]
-    with open(folder / f"attributes_{cfg.section}.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([header, *attr_rows])
-    if truth:
-        for path, column in zip(ground_truth_paths(out, machine, cfg.section), (1, 2), strict=True):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", newline="") as handle:
-                csv.writer(handle).writerows(sorted((row[0], row[column]) for row in truth))
-    n_train = cfg.train_source + cfg.train_target
-    return {"train": n_train, "test": len(plan) - n_train}
+        return wave, attrs
+
+    return write_machine_tree(out, machine, cfg.section, plan, render, cfg.sample_rate, order, progress)
 
 
 __all__ = [
