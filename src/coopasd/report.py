@@ -508,28 +508,25 @@ VS_LOCAL = "fed vs local (pt)"  # absolute difference, in percentage points
 
 def comparison_rows(modes: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """Per machine AUC(source), AUC(target), pAUC, hmean for each mode (in %), plus federated vs centralized
-    (relative, in % of centralized) and federated vs local-only (absolute, in percentage points)."""
-    names = list(modes)
-    machines = sorted(next(iter(modes.values()))["machines"])
-    header = ["machine", "metric", *names]
-    if {"federated", "centralized"} <= set(names):
-        header.append(VS_CENTRAL)
-    if {"federated", "local"} <= set(names):
-        header.append(VS_LOCAL)
-    rows: list[list[str]] = []
+    (relative, in % of centralized) and federated vs local-only (absolute, in percentage points), as
+    :func:`coopasd.results.compare_modes` computes them."""
+    compared = compare_modes(modes)
+    header = ["machine", "metric", *MODES, VS_CENTRAL, VS_LOCAL]
 
-    def add(label: str, metric: str, values: dict[str, float]) -> None:
-        row = [label, metric, *(f"{100 * values[n]:.2f}" for n in names)]
-        if VS_CENTRAL in header:
-            row.append(f"{100 * (values['federated'] - values['centralized']) / values['centralized']:+.2f}%")
-        if VS_LOCAL in header:
-            row.append(f"{100 * (values['federated'] - values['local']):+.2f} pt")
-        rows.append(row)
+    def row(label: str, metric: str, values: list[float], diff: dict) -> list[str]:
+        vs_central, vs_local = diff["vs_centralized_percent"], diff["vs_local_points"]
+        return [label, metric, *(f"{100 * v:.2f}" for v in values), f"{vs_central:+.2f}%", f"{vs_local:+.2f} pt"]
 
-    for m in machines:
-        for metric, label in METRIC_LABELS.items():
-            add(m, label, {n: modes[n]["machines"][m][metric] for n in names})
-    add("all", "official", {n: modes[n]["official_score"] for n in names})
+    rows = [
+        row(m, label, [modes[n]["machines"][m][metric] for n in MODES], compared["differences"][m][metric])
+        for m in sorted(compared["differences"])
+        for metric, label in METRIC_LABELS.items()
+    ]
+    overall = {
+        "vs_centralized_percent": compared["federated_vs_centralized_percent"],
+        "vs_local_points": compared["federated_vs_local_points"],
+    }
+    rows.append(row("all", "official", [modes[n]["official_score"] for n in MODES], overall))
     return header, rows
 
 
