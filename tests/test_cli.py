@@ -8,19 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from coopasd.cli.app import main
+from tests.helpers import cli
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     """Run ``coopasd ARGS`` in-process; returns (exit code, stdout+stderr with whitespace collapsed)."""
-    monkeypatch.setattr(sys, "argv", ["coopasd", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, " ".join((out.out + out.err).split())
+    code, out, err = cli(monkeypatch, capsys, *args)
+    return code, " ".join((out + err).split())
 
 
 def test_synth_baseline_evaluate_report(tmp_path, monkeypatch, capsys):

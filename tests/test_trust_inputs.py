@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from coopasd.cli.app import main
 from coopasd.config import DataConfig, DetectConfig, ModelConfig, TrainConfig, load_config
 from coopasd.data.audio import decode_audio, load_audio
 from coopasd.detect import FactoryModel, KnnDetector, fit_detector
@@ -34,22 +32,10 @@ from coopasd.model.checkpoint import CheckpointError, load_beats, read_checkpoin
 from coopasd.report import save_model, write_submission
 from coopasd.scoring import score_wave
 from coopasd.train import TrainingSet, make_head, train_local
-from tests.helpers import make_tree, write_wav
+from tests.helpers import cli, make_tree, write_wav
 from tests.test_beats import MICRO
 
 SECTION = "fan/00"
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``coopasd ARGS`` in-process: (exit code, stdout, stderr) as printed."""
-    monkeypatch.setattr(sys, "argv", ["coopasd", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def assert_one_error_line(code: int, out: str, err: str, *fragments: str) -> None:

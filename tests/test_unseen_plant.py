@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 
 from coopasd.baseline import run_baseline
-from coopasd.cli.app import main
 from coopasd.config import BaselineConfig, DataConfig
 from coopasd.data.layout import discover_clips
 from coopasd.data.synth import MACHINES
@@ -22,6 +20,7 @@ from coopasd.data.unseen_plant import (
     unseen_clip_count,
 )
 from coopasd.errors import ConfigError
+from tests.test_cli import run_cli
 
 TINY = UnseenPlantConfig(seconds=0.5, train_source=4, train_target=2, test_per_domain=4, seed=3)
 
@@ -140,26 +139,15 @@ def test_a_non_empty_output_is_refused(tmp_path):
         generate_unseen_plant(replace(TINY, machines=("blower",)), tmp_path)
 
 
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["coopasd", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, " ".join((out.out + out.err).split())
-
-
 def test_cli_writes_the_unseen_family(tmp_path, monkeypatch, capsys):
     small = ["--seconds", "0.3", "--train-source", "2", "--train-target", "1", "--test-per-domain", "2"]
-    code, out = _cli(monkeypatch, capsys, "synth", "--family", "unseen", "--out", str(tmp_path / "u"), *small)
+    code, out = run_cli(monkeypatch, capsys, "synth", "--family", "unseen", "--out", str(tmp_path / "u"), *small)
     assert code == 0, out
     assert "compressor: 3 train, 4 test clips; anomalies: misfire, valve_flutter, piston_slap" in out
     assert sorted(p.name for p in (tmp_path / "u").iterdir()) == sorted([*UNSEEN_MACHINES, "unseen_plant.json"])
-    code, out = _cli(
+    code, out = run_cli(
         monkeypatch, capsys, "synth", "--family", "unseen", "--machines", "fan", "--out", str(tmp_path / "x")
     )
     assert code == 2 and "unknown unseen-plant machine type(s) ['fan']" in out
-    code, out = _cli(monkeypatch, capsys, "synth", "--machines", "fan", "--out", str(tmp_path / "d"), *small)
+    code, out = run_cli(monkeypatch, capsys, "synth", "--machines", "fan", "--out", str(tmp_path / "d"), *small)
     assert code == 0 and "fan: 3 train, 4 test clips" in out and (tmp_path / "d" / "synth.json").is_file()

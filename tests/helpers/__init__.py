@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from coopasd.cli.app import main
 from coopasd.data.synth import SynthConfig, generate
 
 TINY = SynthConfig(machines=("fan", "valve"), seconds=0.5, train_source=6, train_target=2, test_per_domain=6, seed=3)
@@ -28,3 +30,15 @@ def write_wav(path: Path, wave: np.ndarray, rate: int = 16_000, subtype: str = "
 def sine(freq: float, seconds: float, rate: int = 16_000, amp: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``coopasd ARGS`` in-process: (exit code, stdout, stderr) as printed."""
+    monkeypatch.setattr(sys, "argv", ["coopasd", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
