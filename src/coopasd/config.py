@@ -9,6 +9,7 @@ import dataclasses
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +108,36 @@ class FederationConfig:
     evaluate_every: int = 1  # federated metric every N rounds (per-round curves); 0 = at the end only
     personalize_epochs: int = 1  # after the last round, each factory fine-tunes the global model locally
     drop_out: str = ""  # fault drill: "factory:round+round;..." makes those factories fail those rounds
+    aggregation: Literal["mean", "median", "trimmed_mean", "krum"] = "trimmed_mean"  # rule before the server step
+    max_hostile: int = 1  # f: hostile factories tolerated per round (trimmed_mean cuts f per side, krum keeps n - f)
+    update_norm_bound: float = 3.0  # reject an update whose norm exceeds this times the round's median; 0 = no bound
+    weight_cap: float = 2.0  # an update's weight (num-examples) is capped at this times the round's median claim
+    hostile: str = ""  # fault drill: "factory:kind;..." (nan|scale100|signflip|noise|shape) corrupts its every update
+
+    def __post_init__(self) -> None:
+        parse_drill(self.drop_out, "drop_out", _rounds)
+        parse_drill(self.hostile, "hostile", _hostile_kind)
+        if self.max_hostile < 0 or self.update_norm_bound < 0 or self.weight_cap < 1:
+            raise ConfigError(
+                "[federation] needs max_hostile >= 0, update_norm_bound >= 0 (0 = off) and weight_cap >= 1, got "
+                f"{self.max_hostile}, {self.update_norm_bound} and {self.weight_cap}"
+            )
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """What a factory discloses besides the shared parameters (heads, audio and scores never leave it).
+
+    ``report_metrics``: what an evaluate reply carries. ``per_factory``: AUC(source), AUC(target),
+    pAUC, clip and anomaly counts per machine type and section. ``aggregate``: three numbers, the
+    harmonic means of the factory's own AUC(source), AUC(target) and pAUC values over its sections,
+    no counts, no machine names; the server's score is the harmonic mean of all factories' triples
+    (equal to the official score when every factory holds the same number of sections).
+    ``none``: no metric values at all (no per-round curve; the run directory's metrics still come
+    from the factories' own folders).
+    """
+
+    report_metrics: Literal["per_factory", "aggregate", "none"] = "per_factory"  # evaluate replies (see above)
 
 
 @dataclass(frozen=True)
@@ -120,6 +151,7 @@ class RunConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def _check_value(section: str, name: str, value: Any, annotation: Any) -> Any:
@@ -190,15 +222,54 @@ def load_config(path: Path | None = None, **sections: dict[str, Any]) -> RunConf
     return config
 
 
+HOSTILE_KINDS = ("nan", "scale100", "signflip", "noise", "shape")  # what a hostile factory sends (fault drill)
+
+
+def _rounds(text: str) -> set[int]:
+    rounds = {int(r) for r in text.split("+") if r.strip()}  # ValueError for a non-number
+    if not rounds or min(rounds) < 1:
+        raise ValueError("expected round numbers >= 1 joined by '+'")
+    return rounds
+
+
+def _hostile_kind(text: str) -> str:
+    if text.strip() not in HOSTILE_KINDS:
+        raise ValueError(f"expected one of {', '.join(HOSTILE_KINDS)}")
+    return text.strip()
+
+
+def parse_drill(spec: str, key: str, parse: Callable[[str], Any]) -> dict[str, Any]:
+    """A fault-drill spec ``"factory:value;factory:value"`` as {factory: parsed value}.
+
+    Repeated factories merge (sets are joined; other values must agree). Malformed specs raise a
+    ConfigError naming ``[federation] <key>`` and the bad part.
+    """
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in spec.split(";")):
+        if not part:
+            continue
+        name, sep, value = (x.strip() for x in part.partition(":"))
+        try:
+            if not sep or not name:
+                raise ValueError("expected 'factory:value'")
+            parsed = parse(value)
+        except ValueError as err:
+            raise ConfigError(f"[federation] {key} = {spec!r}: bad part {part!r} ({err})") from err
+        if isinstance(parsed, set):
+            out[name] = out.get(name, set()) | parsed
+        elif out.setdefault(name, parsed) != parsed:
+            raise ConfigError(f"[federation] {key} = {spec!r}: factory {name!r} is given twice")
+    return out
+
+
 def failing_rounds(spec: str, factory: str) -> set[int]:
     """Rounds in which ``factory`` fails on purpose, from ``[federation] drop_out`` ("name:1+2;...")."""
-    rounds: set[int] = set()
-    for part in spec.split(";"):
-        if ":" in part:
-            name, numbers = part.split(":", 1)
-            if name.strip() == factory:
-                rounds.update(int(r) for r in numbers.split("+") if r.strip())
-    return rounds
+    return set(parse_drill(spec, "drop_out", _rounds).get(factory, set()))
+
+
+def hostile_kind(spec: str, factory: str) -> str | None:
+    """What ``factory`` sends instead of its honest update, from ``[federation] hostile``, or None."""
+    return parse_drill(spec, "hostile", _hostile_kind).get(factory)
 
 
 def with_overrides(config: RunConfig, section: str, **values: Any) -> RunConfig:

@@ -13,10 +13,12 @@ from coopasd.results import Comparison, ModeResult
 
 def print_round(entry: dict) -> None:
     """One line per federated round."""
-    score = entry.get("official_score")
+    score, rejected = entry.get("official_score"), sorted(entry.get("rejected", {}))
     console.print(
         f"round {entry['round']}: {entry['answered']}/{entry['asked']} factories, "
-        f"{entry['seconds']:.0f} s" + (f", official score {100 * score:.2f}" if score else "")
+        f"{entry['seconds']:.0f} s"
+        + (f", official score {100 * score:.2f}" if score else "")
+        + (f", rejected: {', '.join(rejected)}" if rejected else "")
     )
 
 
