@@ -57,7 +57,7 @@ def main() -> None:
             data = Path(tmp) / "data"
             generate(SynthConfig(), data)
         base = with_overrides(RunConfig(), "detect", features=args.features)
-        base = with_overrides(base, "federation", rounds=args.rounds, evaluate_every=0)
+        base = with_overrides(base, "federation", rounds=args.rounds, evaluate_every=0, aggregation="mean")
         base = with_overrides(base, "privacy", dp_delta=args.delta)
         table = Table(
             title=f"privacy vs utility: {args.rounds} rounds, {args.features} detector, delta {args.delta:g} ({data})"

@@ -205,7 +205,8 @@ def test_central_dp_adds_calibrated_noise_to_the_sum_of_clipped_updates(task_ide
         )
         request = Message(RecordDict(), dst_node_id=n, message_type=MessageType.TRAIN)
         replies.append(Message(content, reply_to=request))
-    config = with_overrides(RunConfig(), "privacy", dp_clip=0.05, dp_noise_multiplier=1.5)
+    config = with_overrides(RunConfig(), "federation", aggregation="mean")
+    config = with_overrides(config, "privacy", dp_clip=0.05, dp_noise_multiplier=1.5)
     server = PrivacyServer.of(config, 3, InProcessGrid({}), seed=0)
     server.shares = 3
     # Execute
@@ -270,7 +271,10 @@ def test_bad_privacy_settings_fail_before_any_round(tmp_path):
     path.write_text("[privacy]\ndp_noise_multiplier = 1.0\n")
     with pytest.raises(ConfigError, match="needs dp_clip"):
         PrivacyServer.of(load_config(path), 3, InProcessGrid({}))
-    path.write_text("[privacy]\ndp_delta = 1.5\ndp_clip = 1.0\n")
+    path.write_text("[privacy]\ndp_clip = 1.0\n")  # the default robust rule needs each update: refused at load
+    with pytest.raises(ConfigError, match=r"aggregation = 'trimmed_mean' needs each factory's own update"):
+        load_config(path)
+    path.write_text("[federation]\naggregation = 'mean'\n[privacy]\ndp_delta = 1.5\ndp_clip = 1.0\n")
     with pytest.raises(ConfigError, match="dp_delta"):
         PrivacyServer.of(load_config(path), 3, InProcessGrid({}))
     path.write_text("[privacy]\nsecure_agregation = true\n")
@@ -293,7 +297,7 @@ def _tiny_federation(**privacy_values) -> RunConfig:
     """1 round; the log-mel detector: the factories still train the shared encoder, scoring is cheap."""
     cfg = with_overrides(RunConfig(), "model", checkpoint="none")
     cfg = with_overrides(cfg, "detect", features="logmel")
-    cfg = with_overrides(cfg, "federation", rounds=1, evaluate_every=0, personalize_epochs=0)
+    cfg = with_overrides(cfg, "federation", rounds=1, evaluate_every=0, personalize_epochs=0, aggregation="mean")
     return with_overrides(cfg, "privacy", **privacy_values) if privacy_values else cfg
 
 

@@ -16,6 +16,7 @@ import tokenize
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -225,6 +226,11 @@ class FederationConfig:
     personalize_epochs: int = 1  # [epochs] after the last round, each factory fine-tunes the global model locally
     drop_out: str = ""  # fault drill: "factory:round+round;..." makes those factories fail those rounds
     keep_checkpoints: int = 2  # [files] round_NNN.pt global checkpoints kept beside latest.pt; -1 = all
+    aggregation: Literal["mean", "median", "trimmed_mean", "krum"] = "trimmed_mean"  # robust rule
+    max_hostile: int = 1  # [factories] hostile ones tolerated per round (trimmed_mean cuts f per side)
+    update_norm_bound: float = 3.0  # [x median norm] reject larger updates; 0 = no bound
+    weight_cap: float = 2.0  # [x median claim] cap on an update's num-examples weight
+    hostile: str = ""  # fault drill: "factory:kind;..." (nan|scale100|signflip|noise|shape) corrupts its every update
 
     def __post_init__(self) -> None:
         for name in ("rounds", "local_epochs", "min_participants"):
@@ -235,17 +241,31 @@ class FederationConfig:
             _at_least(self, "federation", name, 0)
         _fraction(self, "federation", "server_momentum", low_open=False, high_open=True)
         parse_drop_out(self.drop_out)
+        parse_drill(self.hostile, "hostile", _hostile_kind)
+        _at_least(self, "federation", "max_hostile", 0)
+        _at_least(self, "federation", "update_norm_bound", 0)
+        _at_least(self, "federation", "weight_cap", 1)
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """What the server may learn about one factory's update (see coopasd.federation.privacy)."""
+    """What the server may learn about one factory (coopasd.federation.privacy); audio and scores never leave it.
+
+    ``report_metrics``: what an evaluate reply carries. ``per_factory``: AUC(source), AUC(target),
+    pAUC, clip and anomaly counts per machine type and section. ``aggregate``: three numbers, the
+    harmonic means of the factory's own AUC(source), AUC(target) and pAUC values over its sections,
+    no counts, no machine names; the server's score is the harmonic mean of all factories' triples
+    (equal to the official score when every factory holds the same number of sections).
+    ``none``: no metric values at all (no per-round curve; the run directory's metrics still come
+    from the factories' own folders).
+    """
 
     secure_aggregation: bool = False  # Flower SecAgg+: the server only learns the sum of the factories' updates
     secagg_range: float = 0.1  # SecAgg+ without DP: bound on |local - global| per parameter per round
     dp_noise_multiplier: float = 0.0  # Gaussian noise std / dp_clip on the sum of updates; 0 = no DP
     dp_clip: float = 0.0  # L2 bound on each factory's update (local - global) per round; 0 = no clipping
     dp_delta: float = 1e-5  # the delta of the reported (epsilon, delta) factory-level guarantee
+    report_metrics: Literal["per_factory", "aggregate", "none"] = "per_factory"  # evaluate replies (see above)
 
 
 @dataclass(frozen=True)
@@ -264,6 +284,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.federation.share == "lora" and self.model.lora_rank == 0:
             raise ConfigError("[federation] share = 'lora' needs LoRA adapters: set [model] lora_rank > 0 (e.g. 8)")
+        rule, private = self.federation.aggregation, self.privacy.secure_aggregation or self.privacy.dp_clip > 0
+        if private and rule != "mean":
+            raise ConfigError(
+                f"[federation] aggregation = '{rule}' needs each factory's own update, but with [privacy] "
+                "secure_aggregation or dp_clip the server aggregates their (clipped) sum: set aggregation = 'mean'"
+            )
 
 
 def _check_value(section: str, name: str, value: Any, annotation: Any) -> Any:
@@ -374,9 +400,54 @@ def from_flags(
     return load_config(path, **{k: shared.get(k, {}) | sections.get(k, {}) for k in shared | sections})
 
 
+HOSTILE_KINDS = ("nan", "scale100", "signflip", "noise", "shape")  # what a hostile factory sends (fault drill)
+
+
+def _rounds(text: str) -> set[int]:
+    rounds = {int(r) for r in text.split("+") if r.strip()}  # ValueError for a non-number
+    if not rounds or min(rounds) < 1:
+        raise ValueError("expected round numbers >= 1 joined by '+'")
+    return rounds
+
+
+def _hostile_kind(text: str) -> str:
+    if text.strip() not in HOSTILE_KINDS:
+        raise ValueError(f"expected one of {', '.join(HOSTILE_KINDS)}")
+    return text.strip()
+
+
+def parse_drill(spec: str, key: str, parse: Callable[[str], Any]) -> dict[str, Any]:
+    """A fault-drill spec ``"factory:value;factory:value"`` as {factory: parsed value}.
+
+    Repeated factories merge (sets are joined; other values must agree). Malformed specs raise a
+    ConfigError naming ``[federation] <key>`` and the bad part.
+    """
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in spec.split(";")):
+        if not part:
+            continue
+        name, sep, value = (x.strip() for x in part.partition(":"))
+        try:
+            if not sep or not name:
+                raise ValueError("expected 'factory:value'")
+            parsed = parse(value)
+        except ValueError as err:
+            raise ConfigError(f"[federation] {key} = {spec!r}: bad part {part!r} ({err})") from err
+        if isinstance(parsed, set):
+            out[name] = out.get(name, set()) | parsed
+        elif out.setdefault(name, parsed) != parsed:
+            raise ConfigError(f"[federation] {key} = {spec!r}: factory {name!r} is given twice")
+    return out
+
+
 def failing_rounds(spec: str, factory: str) -> set[int]:
     """Rounds in which ``factory`` fails on purpose, from ``[federation] drop_out`` ("name:1+2;...")."""
     return parse_drop_out(spec).get(factory, set())
+
+
+def hostile_kind(spec: str, factory: str) -> str | None:
+    """What ``factory`` sends instead of its honest update, from ``[federation] hostile``, or None."""
+    return parse_drill(spec, "hostile", _hostile_kind).get(factory)
 
 
 def with_overrides(config: RunConfig, section: str, **values: Any) -> RunConfig:

@@ -4,20 +4,26 @@ A factory receives the global shared parameters, trains its encoder on its own n
 with its own margin head, and replies with the shared parameters only (plus example count and
 training metrics). Its head, any non-shared parameters and, after the last round, its memory
 banks, thresholds and submission files stay in its own folder. An evaluate message makes it
-score its own test clips and reply with metric values only.
+score its own test clips and reply with metric values only (as many as ``[privacy]
+report_metrics`` allows).
+
+Fault drill ``[federation] hostile``: a named factory trains honestly but sends a corrupted
+update every round (:func:`hostile_update`), so the server's screening and robust rules can be
+measured against it (``benchmarks/hostile.py``).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from flwr.app import Context, Message
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from coopasd.config import RunConfig, failing_rounds, from_toml_text
+from coopasd.config import RunConfig, failing_rounds, from_toml_text, hostile_kind
 from coopasd.data.dataset import FactoryData, load_factory_data
 from coopasd.data.layout import SPLITS, discover_clips, list_machine_types
 from coopasd.data.partition import Factory, parse_factories
@@ -26,6 +32,7 @@ from coopasd.federation.privacy import clipped_params, secure_train
 from coopasd.federation.records import (
     apply_shared,
     evaluate_request,
+    from_record,
     metrics_reply,
     shared_keys,
     train_reply,
@@ -68,6 +75,37 @@ def _load(settings: ClientSettings, splits: tuple[str, ...] = SPLITS) -> Factory
     return load_factory_data(clips, settings.factory, settings.config.data)
 
 
+def hostile_update(
+    sent: dict[str, torch.Tensor], received: dict[str, torch.Tensor], kind: str, seed: int
+) -> dict[str, torch.Tensor]:
+    """What a hostile factory sends instead of its trained parameters ``sent`` (global: ``received``).
+
+    nan: every value NaN; scale100: the update (sent - received) times 100; signflip: the update
+    reversed; noise: per tensor, Gaussian noise with the update's norm in place of the update;
+    shape: the first tensor with one extra row.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in sent.items():
+        delta = value - received[key]
+        if kind == "nan":
+            value = torch.full_like(value, float("nan"))
+        elif kind == "scale100":
+            value = received[key] + 100.0 * delta
+        elif kind == "signflip":
+            value = received[key] - delta
+        elif kind == "noise":
+            noise = torch.randn(value.shape, generator=gen, dtype=value.dtype)
+            value = received[key] + noise * (delta.norm() / noise.norm().clamp_min(1e-12))
+        elif kind != "shape":
+            raise ValueError(f"unknown hostile kind '{kind}'")
+        out[key] = value
+    if kind == "shape":
+        key = next(k for k, v in out.items() if v.ndim >= 1)
+        out[key] = torch.cat([out[key], out[key][:1]])
+    return out
+
+
 def handle_train(msg: Message, settings: ClientSettings) -> Message:
     """One round of local training; replies with the shared parameters and metrics."""
     cfg, name = settings.config, settings.factory.name
@@ -83,6 +121,10 @@ def handle_train(msg: Message, settings: ClientSettings) -> Message:
     if cfg.privacy.dp_clip > 0:  # [privacy]: the factory bounds its own update (privacy.py)
         apply_shared(encoder, clipped_params(encoder.state_dict(), shared, cfg.privacy.dp_clip))
     reply = train_reply(encoder, keys, name, len(data.train_clips), trained.history, params_hash(shared)[:16])
+    kind = hostile_kind(cfg.federation.hostile, name)
+    if kind is not None:
+        seed = cfg.train.seed + server_round * 7 + zlib.crc32(name.encode())
+        reply["arrays"] = ArrayRecord(hostile_update(from_record(reply["arrays"]), shared, kind, seed))
     return Message(reply, reply_to=msg)
 
 
@@ -95,7 +137,8 @@ def handle_evaluate(msg: Message, settings: ClientSettings) -> Message:
     result = evaluate_round(encoder, data, settings.config, head, server_round, final)
     if final:
         write_factory_result(settings.work_dir, result)
-    return Message(metrics_reply(settings.factory.name, len(data.test_clips), result.sections), reply_to=msg)
+    report = settings.config.privacy.report_metrics
+    return Message(metrics_reply(settings.factory.name, len(data.test_clips), result.sections, report), reply_to=msg)
 
 
 def settings_from_context(context: Context) -> ClientSettings:

@@ -174,12 +174,6 @@ def check_privacy_config(config: RunConfig) -> None:
         raise ConfigError("[privacy] dp_noise_multiplier > 0 needs dp_clip > 0 (the noise is calibrated to the clip)")
     if not 0 < cfg.dp_delta < 1:
         raise ConfigError(f"[privacy] dp_delta = {cfg.dp_delta}: expected 0 < delta < 1")
-    rule = getattr(config.federation, "aggregation", "mean")
-    if (cfg.secure_aggregation or uses_dp(cfg)) and rule != "mean":
-        raise ConfigError(
-            f"[federation] aggregation = '{rule}' needs each factory's update; with [privacy] secure_aggregation "
-            "or dp_clip the server only has their sum: use 'mean'"
-        )
 
 
 # ---------------------------------------------------------------- accounting (dp-accounting's RDP accountant)

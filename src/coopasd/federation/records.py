@@ -1,8 +1,10 @@
 """Everything that crosses the wire, and every conversion to and from Flower records (once, here).
 
 A train reply holds the shared parameters, the example count and training metric values; an
-evaluate reply holds metric values per machine type and section. Never audio, features,
-embeddings or clip names.
+evaluate reply holds metric values per machine type and section, one triple per factory, or none
+(``[privacy] report_metrics``). Never audio, features, embeddings, clip names or attributes.
+Replies are unpacked here against that schema: anything else raises :class:`MalformedReply`,
+whose message is the reason the server records.
 
 What is shared is a choice (``[federation] share``):
 - ``encoder``: every encoder parameter and buffer;
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -22,10 +25,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from torch import nn
 
 from coopasd.evaluation import SectionScores
-from coopasd.metrics import SectionMetrics
+from coopasd.metrics import SectionMetrics, harmonic_mean
 from coopasd.train import EpochStats
 
 Share = Literal["encoder", "no_norm", "lora"]
+ReportMetrics = Literal["per_factory", "aggregate", "none"]
+TRAIN_METRICS = ("num-examples", "train-loss", "train-accuracy", "train-seconds")  # a train reply's metric keys
+SCORE_METRICS = ("auc_source", "auc_target", "pauc")  # the three official values
+SECTION_METRICS = (*SCORE_METRICS, "n_clips", "n_anomalies")  # per section, "<machine>/<section>/<name>"
 
 
 def _norm_keys(encoder: nn.Module) -> set[str]:
@@ -136,30 +143,135 @@ def train_reply(
     return RecordDict({"arrays": to_record(encoder, keys), "metrics": metrics, "info": info})
 
 
-def metrics_reply(factory: str, n_test_clips: int, sections: Sequence[SectionScores]) -> RecordDict:
-    """A factory's evaluate reply: metric values per machine type and section (no clip names)."""
+def metrics_reply(
+    factory: str, n_test_clips: int, sections: Sequence[SectionScores], report: ReportMetrics = "per_factory"
+) -> RecordDict:
+    """A factory's evaluate reply: metric values only (no clip names), as much as ``report`` allows."""
+    info = ConfigRecord({"factory": factory})
+    scored = [sec.metrics() for sec in sections if sec.evaluable]
+    if report == "none":
+        return RecordDict({"info": info})
+    if report == "aggregate":  # empty where no test clip has a label
+        triple = {name: harmonic_mean([getattr(m, name) for m in scored]) for name in SCORE_METRICS if scored}
+        return RecordDict({"metrics": MetricRecord(triple), "info": info})
     values: dict[str, float | int] = {"num-examples": n_test_clips}
-    for sec in sections:
-        if sec.evaluable:
-            m = sec.metrics()
-            prefix = f"{sec.machine_type}/{sec.section}"
-            values |= {
-                f"{prefix}/auc_source": m.auc_source,
-                f"{prefix}/auc_target": m.auc_target,
-                f"{prefix}/pauc": m.pauc,
-                f"{prefix}/n_clips": m.n_clips,
-                f"{prefix}/n_anomalies": m.n_anomalies,
-            }
-    return RecordDict({"metrics": MetricRecord(values), "info": ConfigRecord({"factory": factory})})
+    for m in scored:
+        prefix = f"{m.machine_type}/{m.section}"
+        values |= {f"{prefix}/{name}": getattr(m, name) for name in SECTION_METRICS}
+    return RecordDict({"metrics": MetricRecord(values), "info": info})
+
+
+class MalformedReply(ValueError):
+    """A reply that does not follow the protocol; the message is the reason the server records."""
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """A train reply, unpacked: who sent it, the shared parameters, metric values, the hash it received."""
+
+    factory: str
+    params: dict[str, torch.Tensor]
+    metrics: dict[str, int | float]
+    received_hash: str
+
+
+@dataclass(frozen=True)
+class EvaluateReply:
+    """An evaluate reply, unpacked: per-section values (per_factory) or one triple (aggregate) or nothing."""
+
+    factory: str
+    sections: list[SectionMetrics]
+    triple: tuple[float, float, float] | None = None
+    n_examples: int | None = None
+
+
+def sender(msg: Message) -> str:
+    """The factory name a reply carries, or ``node <id>`` where it carries none."""
+    info = msg.content.config_records.get("info")
+    name = info.get("factory") if info is not None else None
+    return name if isinstance(name, str) and name else f"node {msg.metadata.src_node_id}"
+
+
+def _check_records(msg: Message, arrays: set[str], metrics: set[str], configs: set[str]) -> None:
+    content = msg.content
+    for kind, got, want in (
+        ("array", content.array_records, arrays),
+        ("metric", content.metric_records, metrics),
+        ("config", content.config_records, configs),
+    ):
+        if set(got) != want:
+            raise MalformedReply(f"{kind} records {sorted(got)}, expected {sorted(want)}")
+
+
+def _info(msg: Message, keys: set[str]) -> dict[str, str]:
+    info = msg.content.config_records["info"]
+    if set(info) != keys or not all(isinstance(v, str) and v for v in info.values()):
+        raise MalformedReply(f"'info' must hold exactly the non-empty strings {sorted(keys)}")
+    return {k: str(v) for k, v in info.items()}
+
+
+def _scalars(record: MetricRecord) -> dict[str, int | float]:
+    values = dict(record)
+    lists = sorted(k for k, v in values.items() if isinstance(v, list))
+    if lists:
+        raise MalformedReply(f"metric(s) {lists[:3]} are lists, expected single numbers")
+    return values  # type: ignore[return-value]
+
+
+def _count(value: int | float, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedReply(f"{key} = {value!r} is not an integer count")
+    return value
+
+
+def unpack_train_reply(msg: Message) -> TrainReply:
+    """A train reply checked against the protocol (record names, keys, types; not values)."""
+    _check_records(msg, {"arrays"}, {"metrics"}, {"info"})
+    info = _info(msg, {"factory", "received-hash"})
+    metrics = _scalars(msg.content.metric_records["metrics"])
+    if set(metrics) != set(TRAIN_METRICS):
+        raise MalformedReply(f"train metrics {sorted(metrics)}, expected {sorted(TRAIN_METRICS)}")
+    try:
+        params = from_record(msg.content["arrays"])
+    except Exception as err:  # noqa: BLE001 - any unreadable payload is the same protocol violation
+        raise MalformedReply(f"arrays cannot be read ({type(err).__name__})") from err
+    return TrainReply(info["factory"], params, metrics, info["received-hash"])
+
+
+def unpack_evaluate_reply(msg: Message, report: ReportMetrics) -> EvaluateReply:
+    """An evaluate reply checked against the protocol of ``report`` (record names, keys, types; not values).
+
+    A factory with no labelled test clips sends no section (per_factory) or an empty record (aggregate).
+    """
+    _check_records(msg, set(), set() if report == "none" else {"metrics"}, {"info"})
+    factory = _info(msg, {"factory"})["factory"]
+    if report == "none":
+        return EvaluateReply(factory, [])
+    values = _scalars(msg.content.metric_records["metrics"])
+    if report == "aggregate":
+        if not values:
+            return EvaluateReply(factory, [])
+        if set(values) != set(SCORE_METRICS):
+            raise MalformedReply(f"aggregate metrics {sorted(values)}, expected {sorted(SCORE_METRICS)}")
+        return EvaluateReply(factory, [], (values["auc_source"], values["auc_target"], values["pauc"]))
+    n_examples = _count(values.pop("num-examples", None), "num-examples")  # type: ignore[arg-type]
+    prefixes = {key.rsplit("/", 1)[0] for key in values}
+    expected = {f"{p}/{name}" for p in prefixes for name in SECTION_METRICS}
+    if set(values) != expected or any(p.count("/") != 1 for p in prefixes):
+        odd = sorted(set(values) ^ expected)[:3] or sorted(prefixes)[:3]
+        raise MalformedReply(f"per-section metrics must be '<machine>/<section>/<metric>' for {SECTION_METRICS}: {odd}")
+    sections = []
+    for prefix in sorted(prefixes):
+        machine, section = prefix.split("/")
+        scores = [float(values[f"{prefix}/{name}"]) for name in SCORE_METRICS]
+        counts = [_count(values[f"{prefix}/{name}"], f"{prefix}/{name}") for name in ("n_clips", "n_anomalies")]
+        sections.append(SectionMetrics(machine, section, *scores, *counts))
+    return EvaluateReply(factory, sections, None, n_examples)
 
 
 def factory_of(msg: Message) -> str:
-    """The factory name a reply carries."""
+    """The factory name a (validated) reply carries."""
     return str(msg.content.config_records["info"]["factory"])
-
-
-def reply_arrays(msg: Message) -> ArrayRecord | None:
-    return msg.content.array_records.get("arrays")
 
 
 def reply_metric(msg: Message, key: str) -> float:
@@ -168,25 +280,3 @@ def reply_metric(msg: Message, key: str) -> float:
 
 def received_hash(msg: Message) -> str:
     return str(msg.content.config_records["info"]["received-hash"])
-
-
-def section_metrics(msg: Message) -> list[SectionMetrics]:
-    """The per-section metric values of an evaluate reply."""
-    values = msg.content.metric_records["metrics"]
-    sections = []
-    for key in values:
-        if key.endswith("/auc_source"):
-            prefix = key[: -len("/auc_source")]
-            machine, section = prefix.rsplit("/", 1)
-            sections.append(
-                SectionMetrics(
-                    machine,
-                    section,
-                    float(values[f"{prefix}/auc_source"]),
-                    float(values[f"{prefix}/auc_target"]),
-                    float(values[f"{prefix}/pauc"]),
-                    int(values[f"{prefix}/n_clips"]),
-                    int(values[f"{prefix}/n_anomalies"]),
-                )
-            )
-    return sections

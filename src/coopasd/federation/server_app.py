@@ -1,7 +1,12 @@
 """The Flower ServerApp: rounds of configure -> local training -> validated aggregation,
 a global checkpoint per round, per-round federated evaluation, and the final scoring round.
 
-The server sees parameters and metric values only: never audio, features or embeddings.
+The server sees parameters and metric values only: never audio, features or embeddings. It
+believes none of it unchecked: every reply is screened (:mod:`coopasd.federation.strategy`) and
+each rejected one is logged and recorded in the round's ``rejected`` ({factory: reason}).
+With ``[privacy]`` the exchange and the aggregate go through :mod:`coopasd.federation.privacy`: under
+SecAgg+ the server holds only the sum, so the robust rule sees that sum (clipping, with DP, is what
+bounds one factory's influence there).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from flwr.app import ArrayRecord, Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
@@ -25,15 +29,19 @@ from coopasd.federation.records import (
     factory_of,
     received_hash,
     record_bytes,
-    reply_arrays,
     reply_metric,
-    section_metrics,
     shared_keys,
     to_record,
     train_config,
 )
-from coopasd.federation.strategy import make_strategy, restore_strategy_state, strategy_state
-from coopasd.metrics import SectionMetrics, summarize
+from coopasd.federation.strategy import (
+    make_strategy,
+    restore_strategy_state,
+    screen_evaluate,
+    screen_train,
+    strategy_state,
+)
+from coopasd.metrics import harmonic_mean, summarize
 from coopasd.model.checkpoint import initial_encoder
 from coopasd.report import FEDERATION_FILE, write_json
 
@@ -49,48 +57,41 @@ class ServerSettings:
     n_factories: int
     resume: bool = False
     on_round: Callable[[dict], None] | None = None  # progress hook (the CLI's progress bar)
+    on_reply: Callable[[Message], None] | None = None  # audit hook: every reply as received, before screening
 
 
-def _validate(replies: list[Message], keys: list[str], reference: dict[str, torch.Tensor]) -> list[Message]:
-    """Keep replies that carry exactly the shared keys with the right shapes and finite values."""
-    good = []
-    for msg in replies:
-        if msg.has_error():
-            log.warning("node %s failed this round: %s", msg.metadata.src_node_id, msg.error.reason)
-            continue
-        arrays = reply_arrays(msg)
-        state = arrays.to_torch_state_dict() if arrays is not None else {}
-        problem = None
-        if sorted(state) != sorted(keys):
-            problem = "unexpected parameter set"
-        elif any(tuple(state[k].shape) != tuple(reference[k].shape) for k in keys):
-            problem = "parameter shapes differ from the global model"
-        elif any(v.is_floating_point() and not torch.isfinite(v).all() for v in state.values()):
-            problem = "non-finite parameters"
-        if problem:
-            log.warning("rejecting the update of node %s: %s", msg.metadata.src_node_id, problem)
-            continue
-        good.append(msg)
-    return good
+def _received(grid: Grid | PrivacyServer, messages: list[Message], settings: ServerSettings) -> list[Message]:
+    """Send and wait for the replies; each one goes to the audit hook as it arrived."""
+    replies = list(grid.send_and_receive(messages, timeout=settings.config.federation.round_timeout))
+    for reply in replies:
+        if settings.on_reply is not None:
+            settings.on_reply(reply)
+    return replies
 
 
-def _evaluate(grid: Grid, arrays: ArrayRecord, server_round: int, final: bool, timeout: float) -> dict:
-    """Ask every factory to score its own test clips; returns the summary of the metric values."""
+def _evaluate(grid: Grid, arrays: ArrayRecord, server_round: int, final: bool, settings: ServerSettings) -> dict:
+    """Ask every factory to score its own test clips; the summary of the valid metric values, the
+    factories that sent them and ``rejected`` ({factory: reason})."""
     messages = [
         Message(evaluate_content(arrays, server_round, final), dst_node_id=n, message_type=MessageType.EVALUATE)
         for n in grid.get_node_ids()
     ]
-    sections: list[SectionMetrics] = []
-    factories = []
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if reply.has_error():
-            log.warning("node %s could not evaluate: %s", reply.metadata.src_node_id, reply.error.reason)
-            continue
-        factories.append(factory_of(reply))
-        sections += section_metrics(reply)
-    if not sections:
-        return {"factories": factories}
-    return summarize(sections) | {"factories": sorted(factories)}
+    replies = _received(grid, messages, settings)
+    accepted, rejected = screen_evaluate(replies, settings.config.privacy.report_metrics)
+    summary: dict = {"factories": [r.factory for r in accepted], "rejected": rejected}
+    sections = [s for r in accepted for s in r.sections]
+    triples = [v for r in accepted if r.triple for v in r.triple]
+    if sections:
+        summary |= summarize(sections)
+    elif triples:
+        summary["official_score"] = harmonic_mean(triples)
+    return summary
+
+
+def _merge_rejected(entry: dict, rejected: dict[str, str], what: str) -> None:
+    for name, reason in rejected.items():
+        previous = entry["rejected"].get(name)
+        entry["rejected"][name] = f"{previous}; {what}: {reason}" if previous else f"{what}: {reason}"
 
 
 def run_server(grid: Grid, settings: ServerSettings) -> dict:
@@ -114,25 +115,29 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         restore_strategy_state(strategy, ckpt.strategy_state)
         start_round, history = ckpt.round + 1, ckpt.history
         log.info("resuming after round %d (parameters %s)", ckpt.round, params_hash(ckpt.params)[:12])
-    reference = arrays.to_torch_state_dict()
     for server_round in range(start_round, fed.rounds + 1):
         started = time.perf_counter()
         config = train_config(fed.lr_decay ** (server_round - 1))
         messages = list(strategy.configure_train(server_round, arrays, config, grid))
-        replies = list((private or grid).send_and_receive(messages, timeout=fed.round_timeout))
-        good = sorted(_validate(replies, keys, reference), key=factory_of)  # fixed order: reproducible sums
+        replies = _received(private or grid, messages, settings)
+        screened = screen_train(replies, arrays.to_torch_state_dict(), fed)
+        good = sorted(screened.accepted, key=factory_of)  # fixed order: reproducible sums
         entry: dict = {
             "round": server_round,
             "asked": len(messages),
             "answered": len(good),
+            "rejected": {},
             "bytes_down_per_factory": record_bytes(arrays),
             "bytes_up": {factory_of(m): record_bytes(m.content.array_records["arrays"]) for m in good},
             "received_hash": {factory_of(m): received_hash(m) for m in good},
             "train_seconds": {factory_of(m): reply_metric(m, "train-seconds") for m in good},
+            "update_norm": screened.norms,
+            "weight": screened.weights,
         }
+        _merge_rejected(entry, screened.rejected, "update")
         if len(good) < fed.min_participants:
             log.warning(
-                "round %d: only %d of %d factories answered (minimum %d); global model unchanged",
+                "round %d: only %d of %d factories sent a valid update (minimum %d); global model unchanged",
                 server_round,
                 len(good),
                 len(messages),
@@ -149,23 +154,29 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
             entry["train_loss"] = float(metrics["train-loss"]) if metrics else None
         entry["global_hash"] = params_hash(arrays.to_torch_state_dict())[:16]
         entry["seconds"] = time.perf_counter() - started
-        if fed.evaluate_every and server_round % fed.evaluate_every == 0 and server_round < fed.rounds:
-            summary = _evaluate(grid, arrays, server_round, False, fed.round_timeout)
+        reported = cfg.privacy.report_metrics != "none"
+        if reported and fed.evaluate_every and server_round % fed.evaluate_every == 0 and server_round < fed.rounds:
+            summary = _evaluate(grid, arrays, server_round, False, settings)
             entry["official_score"] = summary.get("official_score")
+            _merge_rejected(entry, summary["rejected"], "metrics")
         history.append(entry)
         GlobalCheckpoint(
             server_round, arrays.to_torch_state_dict(), strategy_state(strategy), to_toml(cfg), history
         ).save(ckpt_dir, fed.keep_checkpoints)
         if settings.on_round:
             settings.on_round(entry)
-    final = _evaluate(grid, arrays, fed.rounds, True, fed.round_timeout)
+    final = _evaluate(grid, arrays, fed.rounds, True, settings)
     if history and "official_score" in final:
         history[-1]["official_score"] = final["official_score"]
+    rejected = final.pop("rejected")
+    if history:
+        _merge_rejected(history[-1], rejected, "final metrics")
     result = final | {
         "rounds": history,
         "encoder_start": origin,
         "shared": fed.share,
         "strategy": fed.strategy,
+        "aggregation": fed.aggregation,
         "final_hash": params_hash(arrays.to_torch_state_dict()),
     }
     if private:  # [privacy]: the guarantee each factory has after the run

@@ -9,9 +9,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from flwr.app import Context
+from flwr.app import Context, Message
 
-from coopasd.config import RunConfig
+from coopasd.config import RunConfig, parse_drill
 from coopasd.data.layout import check_trainable, discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.errors import CoopasdError
@@ -58,11 +58,13 @@ def run_simulated(
     run_dir: Path,
     resume: bool = False,
     on_round: Callable[[dict], None] | None = None,
+    on_reply: Callable[[Message], None] | None = None,
 ) -> tuple[dict, list[FactoryResult]]:
     """Run the federation with Flower's Simulation Engine.
 
     Returns the server's result (metric values, rounds) and each factory's own result, read from
     the factory's folder ``run_dir/factories/<name>`` (on this disk, since every factory is simulated here).
+    ``on_reply`` sees every reply the server receives, before it is screened (an audit of the wire).
     """
     confine_ray()
     from flwr.simulation import run_simulation
@@ -76,6 +78,9 @@ def run_simulated(
         raise CoopasdError(
             f"{len(factories)} factories but [federation] min_participants = {cfg.federation.min_participants}"
         )
+    drilled = set(parse_drill(cfg.federation.hostile, "hostile", str)) - {f.name for f in factories}
+    if drilled:
+        raise CoopasdError(f"[federation] hostile names unknown factories {sorted(drilled)}")
     result_file = run_dir / FEDERATION_FILE
     result_file.unlink(missing_ok=True)
     if not resume:
@@ -92,7 +97,7 @@ def run_simulated(
         return simulation_settings(context, cfg, data_dir, factories, run_dir)
 
     def server_settings(context: Context) -> ServerSettings:
-        return ServerSettings(cfg, run_dir, len(factories), resume, on_round)
+        return ServerSettings(cfg, run_dir, len(factories), resume, on_round, on_reply)
 
     cpus = max(1, os.cpu_count() or 1)
     run_simulation(
