@@ -69,6 +69,7 @@ class ModelConfig:
     pooling: Literal["mean", "mean_freq"] = "mean_freq"  # mean over patches, or over time per frequency
     layer: int = 1  # transformer layer whose output is pooled (-1 = last)
     lora_rank: int = 0  # > 0: LoRA adapters of this rank on the attention projections
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # encoder arithmetic; auto: bf16 on CUDA, fp32 on CPU
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from coopasd.cli.compare import compare
 from coopasd.cli.console import err_console, setup_logging
 from coopasd.cli.demo import demo
 from coopasd.cli.evaluate import evaluate
+from coopasd.cli.export import export
 from coopasd.cli.federate import federate
 from coopasd.cli.pretrain import pretrain_command
 from coopasd.cli.report import report
@@ -34,7 +35,7 @@ def _global(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
-for command in (synth, baseline, train, federate, compare, evaluate, score, serve, report, demo, certs):
+for command in (synth, baseline, train, federate, compare, evaluate, score, serve, export, report, demo, certs):
     app.command()(command)
 app.command("pretrain")(pretrain_command)
 
