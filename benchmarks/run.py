@@ -66,7 +66,7 @@ def header() -> str:
 def model_rows(task: str, seconds: float, batch: int) -> list[Row]:
     """Embedding clips/s or training steps/s of both presets, CPU and (if present) CUDA."""
     rows: list[Row] = []
-    what = f"{'embedding' if task == 'embed' else 'training'} ({seconds:g} s clips, batch {batch})"
+    what = f"{'embedding' if task == 'embed' else 'training'} (all layers, {seconds:g} s clips, batch {batch})"
     for device in ("cpu", "cuda"):
         for name in ("tiny", "base"):
             label = f"{what}, {name}, {device.upper() if device == 'cuda' else 'CPU'}"

@@ -210,13 +210,17 @@ class MultiheadAttention(nn.Module):
         q, k, v = (linear(p, x, onednn) for p in projections)
         return q, k, v
 
-    def _gate(self, query: torch.Tensor) -> torch.Tensor:
+    def _gate(self, query: torch.Tensor, onednn: bool) -> torch.Tensor:
         """Per-query gate of the relative bias, ``(batch, heads, patches, 1)``, from the unscaled
         queries ``(batch, patches, heads, head_dim)``."""
         b, length, h, _ = query.shape
         if self.path != "plain":  # the 8 outputs are summed in two groups of 4: sum the weights instead
             weight = self.grep_linear.weight.view(2, 4, -1).sum(1)
-            gates = torch.sigmoid(F.linear(query, weight, self.grep_linear.bias.view(2, 4).sum(1)))
+            bias = self.grep_linear.bias.view(2, 4).sum(1)
+            if onednn:
+                gates = torch.ops.mkldnn._linear_pointwise(query, weight, bias, "sigmoid", [], "")
+            else:
+                gates = torch.sigmoid(F.linear(query, weight, bias))
         else:
             gates = torch.sigmoid(self.grep_linear(query).view(b, length, h, 2, 4).sum(-1))
         gate_a, gate_b = gates.transpose(1, 2).chunk(2, dim=-1)
@@ -233,7 +237,7 @@ class MultiheadAttention(nn.Module):
         q, k, v = (t.view(batch, length, heads, hd) for t in self._project(x, onednn))
         bias = None
         if position_bias is not None:
-            bias = self._gate(q) * position_bias if self.gru_rel_pos else position_bias.unsqueeze(0)
+            bias = self._gate(q, onednn) * position_bias if self.gru_rel_pos else position_bias.unsqueeze(0)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.path == "plain":
             out = self._softmax_attention(q, k, v, bias, key_padding_mask)

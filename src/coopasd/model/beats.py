@@ -25,6 +25,8 @@ from coopasd.model.backbone import (
     MultiheadAttention,
     PositionalConv,
     TransformerEncoder,
+    linear,
+    onednn_usable,
 )
 
 log = logging.getLogger(__name__)
@@ -161,7 +163,8 @@ class BEATs(nn.Module):
         if padding_mask is not None:
             padding_mask = self.forward_padding_mask(x, padding_mask)
         if self.post_extract_proj is not None:
-            x = self.post_extract_proj(x)
+            onednn = self.encoder.layers[0].self_attn.path == "fast" and onednn_usable(x)
+            x = linear(self.post_extract_proj, x, onednn)
         return F.dropout(x, p=self.cfg.dropout_input, training=self.training), padding_mask
 
     def extract_features(
