@@ -35,13 +35,46 @@ def factory_tree(root: Path, n: int) -> Path:
     return tree
 
 
+def round_config(rounds: int) -> RunConfig:
+    """The benchmarked federation: learned tiny features, ``rounds`` rounds of one local epoch, metric at the end."""
+    cfg = with_overrides(RunConfig(), "detect", features="learned")
+    return with_overrides(cfg, "federation", rounds=rounds, local_epochs=1, evaluate_every=0)
+
+
+def transfer_sizes(cfg: RunConfig) -> dict[str, int]:
+    """Bytes of one model transfer (one factory, one direction): full encoder vs LoRA adapters."""
+    return transfer_bytes(initial_encoder(cfg.model, 0)[0])
+
+
+def measure_rounds(cfg: RunConfig, n: int, root: Path) -> dict[str, float]:
+    """One simulated federation of ``n`` factories under ``root``: seconds per round (round 1, with
+    actor start-up, left out when there are more), local training seconds summed over factories,
+    training's share of the round's wall time and the rest (Flower, I/O, start-up), MB per round."""
+    cores = os.cpu_count() or 1
+    tree = factory_tree(root / f"n{n}", n)
+    start = time.time()
+    result, _ = run_simulated(cfg, tree, root / f"run{n}")
+    rounds = result["rounds"][1:] or result["rounds"]
+    per_round = sum(r["seconds"] for r in rounds) / len(rounds)
+    training = sum(sum(r["train_seconds"].values()) for r in rounds) / len(rounds)
+    wall_training = training / min(cores, n)
+    return {
+        "factories": n,
+        "s_per_round": per_round,
+        "train_s_sum": training,
+        "training_share": wall_training / per_round,
+        "other_s": max(0.0, per_round - wall_training),
+        "mb_per_round": 2 * n * transfer_sizes(cfg)["full_encoder"] / 1e6,
+        "total_s": time.time() - start,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factories", default="2,4,8,16")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    cfg = with_overrides(RunConfig(), "detect", features="learned")
-    cfg = with_overrides(cfg, "federation", rounds=args.rounds, local_epochs=1, evaluate_every=0)
+    cfg = round_config(args.rounds)
     console = Console()
     cores = os.cpu_count() or 1
     table = Table(title=f"federated round time on this machine ({cores} cores; 20 x 1 s training clips per factory)")
@@ -54,27 +87,21 @@ def main() -> None:
         "MB per round (up + down, all factories)",
     ):
         table.add_column(col, justify="right")
-    sizes = transfer_bytes(initial_encoder(cfg.model, 0)[0])
-    bytes_one = sizes["full_encoder"]
+    sizes = transfer_sizes(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(x) for x in args.factories.split(",")):
-            tree = factory_tree(Path(tmp) / f"n{n}", n)
-            start = time.time()
-            result, _ = run_simulated(cfg, tree, Path(tmp) / f"run{n}")
-            rounds = result["rounds"][1:] or result["rounds"]  # round 1 includes actor start-up
-            per_round = sum(r["seconds"] for r in rounds) / len(rounds)
-            training = sum(sum(r["train_seconds"].values()) for r in rounds) / len(rounds)
-            wall_training = training / min(cores, n)
+            r = measure_rounds(cfg, n, Path(tmp))
             table.add_row(
                 str(n),
-                f"{per_round:.1f}",
-                f"{training:.1f}",
-                f"{wall_training / per_round:.0%}",
-                f"{max(0.0, per_round - wall_training):.1f}",
-                f"{2 * n * bytes_one / 1e6:.1f}",
+                f"{r['s_per_round']:.1f}",
+                f"{r['train_s_sum']:.1f}",
+                f"{r['training_share']:.0%}",
+                f"{r['other_s']:.1f}",
+                f"{r['mb_per_round']:.1f}",
             )
             print(
-                f"{n} factories: {per_round:.1f} s/round, training {training:.1f} s, total {time.time() - start:.0f} s",
+                f"{n} factories: {r['s_per_round']:.1f} s/round, training {r['train_s_sum']:.1f} s, "
+                f"total {r['total_s']:.0f} s",
                 flush=True,
             )
     console.print(table)

@@ -21,7 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 
-def _peak_mib() -> float:
+def _peak_mib(device: str = "cpu") -> float:
+    """Peak memory of this process: resident set on CPU, allocated GPU memory on CUDA."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -34,7 +37,7 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def _measure(preset_name: str, task: str, seconds: float, batch: int, queue) -> None:
+def _measure(preset_name: str, task: str, seconds: float, batch: int, device: str, queue) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from coopasd.config import ModelConfig, TrainConfig
@@ -46,19 +49,25 @@ def _measure(preset_name: str, task: str, seconds: float, batch: int, queue) -> 
     encoder = BEATs(preset(preset_name))
     waves = torch.randn(batch, int(seconds * 16_000)) * 0.1
     if task == "embed":
-        encoder.eval()
+        encoder.eval().to(device)
+        waves = waves.to(device)
+        sync = torch.cuda.synchronize if device == "cuda" else lambda: None
         with torch.no_grad():
             with FlopCounterMode(display=False) as counter:
                 clip_embeddings(encoder, waves)
             flops = counter.get_total_flops()
-            reps = 3 if preset_name == "tiny" else 1
+            reps = 3 if preset_name == "tiny" or device == "cuda" else 1
+            sync()
             start = time.perf_counter()
             for _ in range(reps):
                 clip_embeddings(encoder, waves)
+            sync()
             elapsed = (time.perf_counter() - start) / reps
-        queue.put({"rate": batch / elapsed, "unit": "clips/s", "flops": flops / elapsed, "peak": _peak_mib()})
+        queue.put({"rate": batch / elapsed, "unit": "clips/s", "flops": flops / elapsed, "peak": _peak_mib(device)})
         return
-    cfg = TrainConfig(epochs=1, batch_size=batch, crop_seconds=0.0, pseudo_anomalies=False, target_fraction=0.0)
+    cfg = TrainConfig(
+        epochs=1, batch_size=batch, crop_seconds=0.0, pseudo_anomalies=False, target_fraction=0.0, device=device
+    )
     head = make_head(encoder, 10, cfg, "mean")
     mean = ModelConfig(pooling="mean", layer=-1)
     steps = 3 if preset_name == "tiny" else 1
@@ -70,13 +79,15 @@ def _measure(preset_name: str, task: str, seconds: float, batch: int, queue) -> 
     start = time.perf_counter()
     train_local(encoder, head, TrainingSet(data, labels, np.zeros(len(data), bool)), mean, cfg)
     elapsed = (time.perf_counter() - start) / steps
-    queue.put({"rate": 1 / elapsed, "unit": "steps/s", "flops": flops_per_step / elapsed, "peak": _peak_mib()})
+    queue.put({"rate": 1 / elapsed, "unit": "steps/s", "flops": flops_per_step / elapsed, "peak": _peak_mib(device)})
 
 
-def measure(preset_name: str, task: str, seconds: float, batch: int) -> dict:
+def measure(preset_name: str, task: str, seconds: float, batch: int, device: str = "cpu") -> dict:
+    """``task`` (embed | train) of ``preset_name`` in a fresh process, so that its peak memory is its own:
+    ``{"rate", "unit", "flops" (achieved FLOP/s), "peak" (MiB)}``."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(preset_name, task, seconds, batch, queue))
+    proc = ctx.Process(target=_measure, args=(preset_name, task, seconds, batch, device, queue))
     proc.start()
     result = queue.get()
     proc.join()

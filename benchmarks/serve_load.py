@@ -116,6 +116,33 @@ def run_level(url: str, body: bytes, params: dict, concurrency: int, requests: i
     }
 
 
+def measure_service(
+    model: Path, workdir: Path, concurrency: list[int], requests: int, time_cap: float, clip: Path | None = None
+) -> tuple[dict, int, list[dict]]:
+    """Start ``coopasd serve`` for ``model``, warm it up, then :func:`run_level` per concurrency level.
+
+    Returns the service's /health answer, the request body's size and one result per level.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_service(model, port, workdir / "service.log")
+    try:
+        health = wait_healthy(url, process)
+        machine, section = health["sections"][0].split("/")
+        body = clip.read_bytes() if clip else noise_clip(health["seconds"], health["sample_rate"])
+        params = {"machine": machine, "section": section}
+        for _ in range(3):  # warm-up
+            httpx.post(f"{url}/score", params=params, content=body, timeout=60).raise_for_status()
+        deadline = time.monotonic() + time_cap
+        return health, len(body), [run_level(url, body, params, c, requests, deadline) for c in concurrency]
+    except Exception:
+        console.print((workdir / "service.log").read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="factory model; default: build a small one")
@@ -126,36 +153,20 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4", help="comma-separated concurrency levels")
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds for all levels together")
     args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or build_model(Path(tmp), args.features, args.seconds)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = start_service(model, port, Path(tmp) / "service.log")
-        try:
-            health = wait_healthy(url, process)
-            machine, section = health["sections"][0].split("/")
-            body = args.clip.read_bytes() if args.clip else noise_clip(health["seconds"], health["sample_rate"])
-            params = {"machine": machine, "section": section}
-            for _ in range(3):  # warm-up
-                httpx.post(f"{url}/score", params=params, content=body, timeout=60).raise_for_status()
-            deadline = time.monotonic() + args.time_cap
-            table = Table(
-                title=f"coopasd serve: factory '{health['factory']}', {health['features']} detector, "
-                f"{health['seconds']:g} s clips ({len(body) / 1000:.0f} kB WAV), {os.cpu_count()} CPUs"
-            )
-            for column in ("concurrency", "requests", "errors", "clips/s", "p50 ms", "p95 ms"):
-                table.add_column(column, justify="right")
-            for level in (int(c) for c in args.concurrency.split(",")):
-                r = run_level(url, body, params, level, args.requests, deadline)
-                figures = (f"{r['rate']:.1f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}")
-                table.add_row(str(level), str(r["done"]), str(r["errors"]), *figures)
-            console.print(table)
-        except Exception:
-            console.print((Path(tmp) / "service.log").read_text(errors="replace")[-3000:])
-            raise
-        finally:
-            process.terminate()
-            process.wait(10)
+        health, size, results = measure_service(model, Path(tmp), levels, args.requests, args.time_cap, args.clip)
+    table = Table(
+        title=f"coopasd serve: factory '{health['factory']}', {health['features']} detector, "
+        f"{health['seconds']:g} s clips ({size / 1000:.0f} kB WAV), {os.cpu_count()} CPUs"
+    )
+    for column in ("concurrency", "requests", "errors", "clips/s", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="right")
+    for level, r in zip(levels, results, strict=True):
+        figures = (f"{r['rate']:.1f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}")
+        table.add_row(str(level), str(r["done"]), str(r["errors"]), *figures)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,7 @@ class ModelConfig:
     pooling: Literal["mean", "mean_freq"] = "mean_freq"  # mean over patches, or over time per frequency
     layer: int = 1  # transformer layer whose output is pooled (-1 = last)
     lora_rank: int = 0  # [rank] > 0: LoRA adapters of this rank on the attention projections
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # encoder arithmetic; auto: bf16 on CUDA, fp32 on CPU
 
     def __post_init__(self) -> None:
         _at_least(self, "model", "layer", -1, "must be -1 (the last layer) or a layer index from 0")

@@ -288,6 +288,13 @@ class KnnDetector:
             return torch.ones(bank.shape[0])
         return self._within(bank, self.config.density_k, groups).clamp_min(1e-12)
 
+    def scoring_bank(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What a query's distances to bank ``name`` are measured to: its distinct members ``(m, d)`` (copies
+        once) and, with ``normalize = "density"``, each one's density ``(m,)`` that divides its distances."""
+        keep = self._kept(name)
+        scales = self.member_scales.get(name)
+        return self.banks[name][keep], None if scales is None else scales[keep]
+
     def _to_bank(self, queries: torch.Tensor, name: str) -> torch.Tensor:
         """Distances ``(n_q, n_distinct)`` to the distinct members of bank ``name``, over their densities where used."""
         keep = self._kept(name)

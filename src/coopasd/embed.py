@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Literal
 
 import numpy as np
 import torch
@@ -17,6 +19,8 @@ from coopasd.model.beats import BEATs, Pooling, pool
 
 LOGMEL_BATCH = 64  # clips per batch when computing log-mel statistics
 
+Precision = Literal["auto", "fp32", "tf32", "bf16"]
+
 
 def pick_device(name: str) -> torch.device:
     """``auto`` takes CUDA when present; asking for ``cuda`` without one is a :class:`ConfigError`."""
@@ -27,6 +31,38 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Literal["fp32", "tf32", "bf16"]:
+    """What ``[model] precision`` means on ``device``: ``auto`` is bf16 on a CUDA device that supports it
+    (features within about 1e-2 relative of fp32, see README), else fp32; ``tf32`` only changes CUDA."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        return "fp32"
+    return precision
+
+
+@contextmanager
+def precision_scope(precision: Precision, device: torch.device) -> Iterator[Literal["fp32", "tf32", "bf16"]]:
+    """Around a whole embedding or training loop: TF32 matmuls and convolutions on CUDA for ``tf32``
+    (PyTorch's global flags, restored on exit); yields the resolved precision for :func:`autocast`."""
+    mode = resolve_precision(precision, device)
+    if mode != "tf32":
+        yield mode
+        return
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = matmul.fp32_precision, conv.fp32_precision
+    matmul.fp32_precision = conv.fp32_precision = "tf32"
+    try:
+        yield mode
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
+
+
+def autocast(mode: Literal["fp32", "tf32", "bf16"], device: torch.device):
+    """Around a forward pass: bfloat16 autocast for ``bf16`` (CUDA, and CPU where asked), else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else nullcontext()
 
 
 def embedding_dim(encoder: BEATs, pooling: Pooling) -> int:
@@ -43,11 +79,7 @@ def clip_embeddings(
     fbank_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Pooled embeddings ``(batch, dim)`` of waveforms ``(batch, samples)`` (graph kept for training)."""
-    if layer == -1:
-        features, mask = encoder.extract_features(waves, fbank_transform=fbank_transform)
-    else:
-        _, mask, layers = encoder.extract_features(waves, return_layers=True, fbank_transform=fbank_transform)
-        features = layers[layer]
+    features, mask = encoder.layer_features(waves, layer, fbank_transform)
     return pool(features, encoder.freq_patches, pooling, mask)
 
 
@@ -60,16 +92,19 @@ def embed(
     batch_size: int = 32,
     device: str = "auto",
     progress: Callable[[int], None] | None = None,
+    precision: Precision = "fp32",
 ) -> np.ndarray:
-    """Embeddings ``(n, dim)`` of ``(n, samples)`` waveforms, in eval mode."""
+    """Embeddings ``(n, dim)`` float32 of ``(n, samples)`` waveforms, in eval mode, at ``precision``."""
     dev = pick_device(device)
     encoder = encoder.to(dev).eval()
     out = []
-    for i in range(0, len(waves), batch_size):
-        batch = torch.as_tensor(waves[i : i + batch_size], device=dev)
-        out.append(clip_embeddings(encoder, batch, pooling, layer).float().cpu())
-        if progress:
-            progress(len(batch))
+    with precision_scope(precision, dev) as mode:
+        for i in range(0, len(waves), batch_size):
+            batch = torch.as_tensor(waves[i : i + batch_size], device=dev)
+            with autocast(mode, dev):
+                out.append(clip_embeddings(encoder, batch, pooling, layer).float().cpu())
+            if progress:
+                progress(len(batch))
     if not out:
         return np.zeros((0, embedding_dim(encoder, pooling)), np.float32)
     return torch.cat(out).numpy()
@@ -114,7 +149,9 @@ def clip_features(
         if member == "learned":
             if encoder is None:
                 raise ValueError("learned features need an encoder")
-            out["learned"] = embed(encoder, waves, model_cfg.pooling, model_cfg.layer, device=device)
+            out["learned"] = embed(
+                encoder, waves, model_cfg.pooling, model_cfg.layer, device=device, precision=model_cfg.precision
+            )
         elif member == "logmel":
             out["logmel"] = logmel_features(waves)
         else:

@@ -110,15 +110,23 @@ def beats_fbank(waves: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> torch.
     return (kaldi_fbank(waves * WAVE_SCALE, cfg) - FBANK_MEAN) / (2 * FBANK_STD)
 
 
-def logmel_statistics(waves: np.ndarray | torch.Tensor, cfg: FbankConfig = FbankConfig()) -> np.ndarray:
-    """Per-band mean and standard deviation over time of the log-mel fbank.
+def logmel_moments(waves: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> torch.Tensor:
+    """Per-band mean and standard deviation over time of the log-mel fbank, ``(batch, samples)`` ->
+    ``(batch, 2 * num_mel_bins)`` float32.
 
-    ``(batch, samples)`` -> ``(batch, 2 * num_mel_bins)``: the non-learned baseline's clip features.
+    Computed in float64: in float32 the lowest mel bins (attenuated by pre-emphasis and DC removal)
+    carry FFT round-off of about 1e-3 that differs between FFT libraries, and z-scored statistics
+    amplify it; in float64 torch, ONNX Runtime and numpy agree.
     """
-    x = torch.as_tensor(np.asarray(waves), dtype=torch.float32)
+    fb = kaldi_fbank(waves.to(torch.float64) * WAVE_SCALE, cfg)
+    return torch.cat([fb.mean(dim=1), fb.std(dim=1)], dim=1).to(torch.float32)
+
+
+def logmel_statistics(waves: np.ndarray | torch.Tensor, cfg: FbankConfig = FbankConfig()) -> np.ndarray:
+    """:func:`logmel_moments` of ``(batch, samples)`` waveforms as numpy ``(batch, 2 * num_mel_bins)``:
+    the non-learned baseline's clip features."""
     with torch.no_grad():
-        fb = kaldi_fbank(x * WAVE_SCALE, cfg)
-    return torch.cat([fb.mean(dim=1), fb.std(dim=1)], dim=1).numpy()
+        return logmel_moments(torch.as_tensor(np.asarray(waves)), cfg).numpy()
 
 
 def frames_for(samples: int, cfg: FbankConfig = FbankConfig()) -> int:
@@ -134,6 +142,7 @@ __all__ = [
     "beats_fbank",
     "frames_for",
     "kaldi_fbank",
+    "logmel_moments",
     "logmel_statistics",
     "mel_filterbank",
 ]

@@ -41,6 +41,12 @@ class PretrainConfig:
     layer: int = -1  # layer whose output is pooled during pre-training
     half_precision: bool = True  # store float16 weights (half the file; loaded back as float32)
 
+    @classmethod
+    def of(cls, preset: str, kinds: int, clips: int, epochs: int, seed: int, device: str) -> PretrainConfig:
+        """The ``coopasd pretrain`` options as a config (the other settings at their defaults)."""
+        train = dataclasses.replace(cls().train, epochs=epochs, seed=seed, device=device)
+        return cls(preset=preset, corpus=CorpusConfig(kinds=kinds, clips_per_class=clips, seed=seed), train=train)
+
 
 def pretrain(
     cfg: PretrainConfig,

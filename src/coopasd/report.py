@@ -213,6 +213,11 @@ def save_model(path: Path, model: FactoryModel) -> Path:
     return write_atomic(path, model.to_bytes())
 
 
+def write_files(files: dict[Path, bytes]) -> list[Path]:
+    """Several whole files (e.g. an exported model), each written atomically; returns their paths."""
+    return [write_atomic(path, data) for path, data in files.items()]
+
+
 def _write_sections(run_dir: Path, run: ScoredRun) -> None:
     for sec in run.sections:
         write_submission(run_dir, sec.machine_type, sec.section, [c.name for c in sec.clips], sec.scores, sec.decisions)

@@ -162,6 +162,21 @@ def scores_text(rows: Sequence[FileScore], fmt: str) -> str:
     return buffer.getvalue()
 
 
+def scores_table(rows: Sequence[FileScore], factory: str):
+    """``rows`` as a rich table (whole clip names, folded), the length note as its caption."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(f"factory '{factory}'"), caption=Text(length_note(rows)))
+    for name in ("clip", "machine/section", "score", "threshold", "decision"):
+        table.add_column(name, justify="right" if name in ("score", "threshold") else "left", overflow="fold")
+    for r in rows:
+        verdict = Text("anomalous", style="red") if r.result.decision else Text("normal")
+        where, values = f"{r.result.machine_type}/{r.result.section}", (r.result.score, r.result.threshold)
+        table.add_row(Text(r.clip), where, *(f"{v:.4f}" for v in values), verdict)
+    return table
+
+
 def length_note(rows: Sequence[FileScore]) -> str:
     """A sentence saying that clips were cut or tiled to the model's length ("" where none was)."""
     longer = sum(r.clip_seconds > r.scored_seconds for r in rows)

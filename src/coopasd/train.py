@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
 from coopasd.config import SAMPLE_RATE, ModelConfig, TrainConfig
-from coopasd.embed import clip_embeddings, embedding_dim, pick_device
+from coopasd.embed import autocast, clip_embeddings, embedding_dim, pick_device, precision_scope
 from coopasd.model.beats import BEATs, Pooling
 from coopasd.model.heads import ArcFace
 
@@ -91,7 +91,8 @@ def train_local(
 ) -> list[EpochStats]:
     """Train ``encoder`` and ``head`` in place on one participant's normal clips.
 
-    The embedding the head classifies is ``model_cfg.pooling`` of layer ``model_cfg.layer``;
+    The embedding the head classifies is ``model_cfg.pooling`` of layer ``model_cfg.layer``, computed
+    at ``model_cfg.precision`` (bf16 autocast needs no loss scaling);
     target-domain clips are oversampled; ``global_params`` are the round's global weights, for
     the FedProx term (``cfg.proximal_mu > 0``). Returns one :class:`EpochStats` per epoch.
     """
@@ -121,39 +122,45 @@ def train_local(
     crop = min(crop, waves.shape[1])
     augment = (lambda fb: spec_augment(fb, gen)) if cfg.spec_augment else None
     history: list[EpochStats] = []
-    for epoch in range(cfg.epochs):
-        start, losses, correct, seen = time.perf_counter(), [], 0, 0
-        order = _epoch_indices(is_target, cfg.target_fraction, rng)
-        for s in range(0, len(order), cfg.batch_size):
-            idx = order[s : s + cfg.batch_size]
-            batch, target = _make_batch(waves, labels, idx, crop, n_attr, cfg, gen, rng)
-            batch, soft = batch.to(dev), F.one_hot(target, head.weight.shape[0]).float().to(dev)
-            if cfg.mixup > 0:
-                lam = float(rng.beta(cfg.mixup, cfg.mixup))
-                perm = torch.randperm(len(batch), generator=gen).to(dev)
-                batch, soft = lam * batch + (1 - lam) * batch[perm], lam * soft + (1 - lam) * soft[perm]
-            emb = clip_embeddings(encoder, batch, pooling, layer, augment)
-            logits = head(emb, soft)
-            loss = -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
-            if anchors:
-                prox = sum((p - anchors[n]).pow(2).sum() for n, p in encoder.named_parameters() if n in anchors)
-                loss = loss + 0.5 * cfg.proximal_mu * prox
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            with torch.no_grad():
-                correct += int((head.cosine(emb).argmax(1) == soft.argmax(1)).sum())
-            seen += len(idx)
-            if progress:
-                progress(1)
-        stats = EpochStats(
-            epoch + 1, float(np.mean(losses)), correct / seen, schedule.get_last_lr()[0], time.perf_counter() - start
-        )
-        log.debug("epoch %d: loss %.3f acc %.3f", stats.epoch, stats.loss, stats.accuracy)
-        history.append(stats)
+    with precision_scope(model_cfg.precision, dev) as mode:  # bf16 autocast / TF32 where asked
+        for epoch in range(cfg.epochs):
+            start, losses, correct, seen = time.perf_counter(), [], 0, 0
+            order = _epoch_indices(is_target, cfg.target_fraction, rng)
+            for s in range(0, len(order), cfg.batch_size):
+                idx = order[s : s + cfg.batch_size]
+                batch, target = _make_batch(waves, labels, idx, crop, n_attr, cfg, gen, rng)
+                batch, soft = batch.to(dev), F.one_hot(target, head.weight.shape[0]).float().to(dev)
+                if cfg.mixup > 0:
+                    lam = float(rng.beta(cfg.mixup, cfg.mixup))
+                    perm = torch.randperm(len(batch), generator=gen).to(dev)
+                    batch, soft = lam * batch + (1 - lam) * batch[perm], lam * soft + (1 - lam) * soft[perm]
+                with autocast(mode, dev):
+                    emb = clip_embeddings(encoder, batch, pooling, layer, augment)
+                    logits = head(emb, soft)
+                    loss = -(soft * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+                if anchors:
+                    prox = sum((p - anchors[n]).pow(2).sum() for n, p in encoder.named_parameters() if n in anchors)
+                    loss = loss + 0.5 * cfg.proximal_mu * prox
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                schedule.step()
+                losses.append(loss.item())
+                with torch.no_grad():
+                    correct += int((head.cosine(emb.float()).argmax(1) == soft.argmax(1)).sum())
+                seen += len(idx)
+                if progress:
+                    progress(1)
+            stats = EpochStats(
+                epoch + 1,
+                float(np.mean(losses)),
+                correct / seen,
+                schedule.get_last_lr()[0],
+                time.perf_counter() - start,
+            )
+            log.debug("epoch %d: loss %.3f acc %.3f", stats.epoch, stats.loss, stats.accuracy)
+            history.append(stats)
     encoder.eval()
     head.eval()
     return history

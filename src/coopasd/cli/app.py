@@ -35,8 +35,8 @@ def _global(
     setup_logging(verbose)
 
 
-COMMANDS = ("synth", "baseline", "train", "federate", "compare", "evaluate", "score", "serve", "report", "demo")
-for name in (*COMMANDS, "certs", "gateway", "pretrain"):  # each module's function of the command's name
+COMMANDS = "synth baseline train federate compare evaluate score serve export report demo certs gateway pretrain"
+for name in COMMANDS.split():  # each module's function of the command's name
     module = importlib.import_module(f"coopasd.cli.{name}")
     app.command(name)(getattr(module, name if hasattr(module, name) else f"{name}_command"))
 app.add_typer(config_app, name="config")

@@ -12,9 +12,7 @@ from coopasd.config import load_config
 
 
 def demo(
-    out: Path = typer.Option(
-        Path("runs/demo"), "--out", help="Where data and results go (an earlier demo is replaced)."
-    ),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where data and results go (replaces an earlier demo)."),
     seed: int = typer.Option(0, help="Seed of the synthetic factories."),
 ) -> None:
     """Synthetic factories -> log-mel floor -> federated vs centralized vs local-only, with reports."""

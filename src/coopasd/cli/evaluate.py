@@ -19,10 +19,9 @@ def evaluate(
     if is_comparison(run_dir):
         _, modes = evaluate_comparison(run_dir, data)
         console.print(comparison_table(modes))
-        console.print(
-            f"wrote {run_dir / 'comparison.json'}, each mode's metrics.json and {run_dir / 'report.html'}", markup=False
+        return console.print(
+            f"wrote {run_dir / 'comparison.json'}, the modes' metrics.json and report.html", markup=False
         )
-        return
     summary, _ = evaluate_run(run_dir, data)
     console.print(metrics_table(summary, f"{run_dir}"))
     console.print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'report.html'}", markup=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -22,17 +21,13 @@ def pretrain_command(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Generate the corpus, pre-train, and write the checkpoint plus its record (command, corpus, hash)."""
-    from coopasd.data.corpus import CorpusConfig
     from coopasd.errors import OutputError
     from coopasd.pretrain import PretrainConfig, pretrain, pretrain_steps
     from coopasd.report import write_pretrained
 
     if out.is_dir():
         raise OutputError(f"{out}: is a folder; give a file name")
-
-    train = dataclasses.replace(PretrainConfig().train, epochs=epochs, seed=seed, device=device)
-    corpus = CorpusConfig(kinds=kinds, clips_per_class=clips, seed=seed)
-    cfg = PretrainConfig(preset=preset, corpus=corpus, train=train)
+    cfg = PretrainConfig.of(preset, kinds, clips, epochs, seed, device)
     command = "coopasd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress_bar("generating corpus", cfg.corpus.n_clips) as corpus_advance:
         with progress_bar("pre-training", pretrain_steps(cfg)) as train_advance:

@@ -1,14 +1,14 @@
 """Transformer layers of the BEATs encoder (post-LN with DeepNorm scaling, gated relative
 position bias), written so that the official checkpoints' parameter names load unchanged.
 
-Shapes follow the reference: the encoder works on ``(batch, patches, dim)`` at its surface and
-``(patches, batch, dim)`` inside the layers.
+Every layer works on ``(batch, patches, dim)``; the relative position bias ``(heads, patches,
+patches)`` is computed once per forward and shared by all layers, as in the reference.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from coopasd.model.beats import BEATsConfig
 
 ATTENTION_ALPHA = 32.0  # BEATs scales logits down by alpha, subtracts the row max, scales back up
+ComputePath = Literal["fast", "sdpa", "plain"]  # how the layers compute (same results): see BEATs.set_path
+PATHS: tuple[str, ...] = ("fast", "sdpa", "plain")
+FFT_MIN_BATCH = 4  # fast path, CPU: the positional convolution goes through the FFT from this many clips
+# (its weight-side cost is fixed per call; measured crossover on `base`, 10 s clips: 4-5 clips)
 
 
 class WeightNormConv1d(nn.Module):
@@ -34,28 +38,50 @@ class WeightNormConv1d(nn.Module):
         self.weight_g = nn.Parameter(torch.linalg.vector_norm(v, dim=(0, 1), keepdim=True))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fft: bool = False) -> torch.Tensor:
+        """``(batch, channels, length)`` -> ``(batch, channels, length + 2 padding - kernel + 1)``."""
         weight = torch._weight_norm(self.weight_v, self.weight_g, 2)
+        if fft:
+            return fft_conv1d(x, weight, self.bias, self.groups, self.padding)
         return F.conv1d(x, weight, self.bias, padding=self.padding, groups=self.groups)
 
 
+def fft_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, padding: int) -> torch.Tensor:
+    """``F.conv1d(x, weight, bias, padding=padding, groups=groups)`` through the FFT: for BEATs' long
+    kernel (128 taps) a few complex matmuls per frequency replace about 5 % of the encoder's FLOPs."""
+    batch, channels, length = x.shape
+    out_channels, per_group, kernel = weight.shape
+    n = -(-(length + kernel - 1) // 32) * 32  # full linear convolution, rounded up to an FFT-friendly size
+    spectrum = torch.fft.rfft(x.reshape(batch, groups, per_group, length), n=n).permute(1, 3, 0, 2)  # (g, f, b, i)
+    taps = weight.flip(-1).reshape(groups, out_channels // groups, per_group, kernel)
+    response = torch.fft.rfft(taps, n=n).permute(0, 3, 2, 1)  # (g, f, i, o): correlation = convolution, flipped
+    full = torch.fft.irfft(torch.matmul(spectrum, response).permute(2, 0, 3, 1), n=n)  # (b, g, o, n)
+    start, size = kernel - 1 - padding, length + 2 * padding - kernel + 1
+    return full[..., start : start + size].reshape(batch, out_channels, size) + bias[:, None]
+
+
 class PositionalConv(nn.Sequential):
-    """Convolutional positional embedding: conv, drop the extra frame of an even kernel, GELU."""
+    """Convolutional positional embedding: conv, drop the extra frame of an even kernel, GELU.
+
+    ``path`` (:meth:`BEATs.set_path`): ``fast`` convolves through the FFT on CPU for batches of at
+    least :data:`FFT_MIN_BATCH` clips where no patch is padding (the FFT's round-off is absolute: in
+    zeroed padding it is not small against the values)."""
 
     def __init__(self, channels: int, kernel_size: int, groups: int) -> None:
         super().__init__(WeightNormConv1d(channels, kernel_size, groups))
         self.trim = 1 if kernel_size % 2 == 0 else 0
+        self.path: ComputePath = "fast"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, dim, patches)
-        x = self[0](x)
+    def forward(self, x: torch.Tensor, padded: bool = False) -> torch.Tensor:  # (batch, dim, patches)
+        fft = self.path == "fast" and x.device.type == "cpu" and not padded and x.shape[0] >= FFT_MIN_BATCH
+        x = self[0](x, fft=fft)
         if self.trim:
             x = x[:, :, : -self.trim]
         return F.gelu(x)
 
 
-def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """T5-style bidirectional buckets of ``key - query`` offsets, ``(length, length)``."""
-    offsets = torch.arange(length)[None, :] - torch.arange(length)[:, None]
+def offset_buckets(offsets: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5-style bidirectional bucket of each ``key - query`` offset (any shape, long)."""
     half = num_buckets // 2
     buckets = (offsets > 0).long() * half
     distance = offsets.abs()
@@ -66,6 +92,20 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
     )
     large = torch.clamp(large, max=half - 1)
     return buckets + torch.where(distance < max_exact, distance, large)
+
+
+def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Buckets of all ``key - query`` offsets, ``(length, length)``."""
+    return offset_buckets(torch.arange(length)[None, :] - torch.arange(length)[:, None], num_buckets, max_distance)
+
+
+def relative_position_bias(table: torch.Tensor, length: int, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Bias ``(heads, length, length)`` from a ``(num_buckets, heads)`` table: buckets are computed for
+    the ``2 length - 1`` distinct offsets only, then spread over the (Toeplitz) matrix in one gather."""
+    offsets = torch.arange(-(length - 1), length, device=table.device)
+    per_offset = table[offset_buckets(offsets, num_buckets, max_distance)].T  # (heads, 2 length - 1)
+    index = torch.arange(length, device=table.device)
+    return per_offset[:, index[None, :] - index[:, None] + (length - 1)]
 
 
 class LoRALinear(nn.Linear):
@@ -93,8 +133,46 @@ class LoRALinear(nn.Linear):
         return out
 
 
+def onednn_usable(x: torch.Tensor) -> bool:
+    """Whether oneDNN's fused CPU linear kernels (bias and GELU fused into the matmul) can run on ``x``:
+    float32 CPU inference only (they have no autograd formula and no autocast rule)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and torch.backends.mkldnn.is_available()
+    )
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, onednn: bool, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)`` (then exact GELU if asked), through oneDNN's fused kernel where ``onednn``."""
+    lora = isinstance(layer, LoRALinear) and layer.lora_a is not None
+    if onednn and not lora:
+        kind, algorithm = ("gelu", "none") if gelu else ("none", "")
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, kind, [], algorithm)
+    out = layer(x)
+    return F.gelu(out) if gelu else out
+
+
+def fused_projection(x: torch.Tensor, layers: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
+    """``tuple(layer(x) for layer in layers)`` as one matmul over the concatenated weights (the
+    parameters keep their own names, so official checkpoints load unchanged)."""
+    weight = torch.cat([layer.weight for layer in layers])
+    bias = torch.cat([layer.bias for layer in layers])
+    return F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1)
+
+
 class MultiheadAttention(nn.Module):
-    """Self-attention with BEATs' numerically stabilized logits and gated relative position bias."""
+    """Self-attention with BEATs' gated relative position bias, computed along one of three paths
+    (same parameters, same results within float32 rounding; :meth:`BEATs.set_path` picks):
+
+    - ``sdpa``: ``scaled_dot_product_attention`` with the gated bias (and the padding) as one additive
+      float mask; q/k/v in one fused matmul on CUDA. Portable: trains, traces and exports to ONNX.
+    - ``fast`` (default): ``sdpa`` plus, in float32 CPU inference, oneDNN's fused linear kernels.
+    - ``plain``: the reference's hand-written softmax with its numerically stabilized logits (the
+      oracle the other two are tested against).
+    """
 
     def __init__(self, cfg: BEATsConfig, has_relative_bias: bool) -> None:
         super().__init__()
@@ -107,6 +185,7 @@ class MultiheadAttention(nn.Module):
         self.dropout = cfg.attention_dropout
         self.num_buckets = cfg.num_buckets
         self.max_distance = cfg.max_distance
+        self.path: ComputePath = "fast"  # see the class docstring; set with BEATs.set_path
         if has_relative_bias:
             self.relative_attention_bias = nn.Embedding(cfg.num_buckets, heads)
         self.k_proj = LoRALinear(dim, dim)
@@ -119,46 +198,80 @@ class MultiheadAttention(nn.Module):
             self.grep_a = nn.Parameter(torch.ones(1, heads, 1, 1))
 
     def compute_bias(self, length: int) -> torch.Tensor:
-        """Relative position bias ``(heads, length, length)``."""
-        buckets = relative_position_buckets(length, self.num_buckets, self.max_distance)
-        return self.relative_attention_bias(buckets.to(self.relative_attention_bias.weight.device)).permute(2, 0, 1)
+        """Relative position bias ``(heads, length, length)`` (computed once per forward, shared by all layers)."""
+        return relative_position_bias(self.relative_attention_bias.weight, length, self.num_buckets, self.max_distance)
+
+    def _project(self, x: torch.Tensor, onednn: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v ``(batch, patches, dim)``: one fused matmul off the plain path on CUDA (on CPU,
+        concatenating the weights per call costs more than the single matmul saves: measured)."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        if self.path != "plain" and x.is_cuda and not any(p.lora_a is not None for p in projections):
+            return fused_projection(x, projections)
+        q, k, v = (linear(p, x, onednn) for p in projections)
+        return q, k, v
+
+    def _gate(self, query: torch.Tensor, onednn: bool) -> torch.Tensor:
+        """Per-query gate of the relative bias, ``(batch, heads, patches, 1)``, from the unscaled
+        queries ``(batch, patches, heads, head_dim)``."""
+        b, length, h, _ = query.shape
+        if self.path != "plain":  # the 8 outputs are summed in two groups of 4: sum the weights instead
+            weight = self.grep_linear.weight.view(2, 4, -1).sum(1)
+            bias = self.grep_linear.bias.view(2, 4).sum(1)
+            if onednn:
+                gates = torch.ops.mkldnn._linear_pointwise(query, weight, bias, "sigmoid", [], "")
+            else:
+                gates = torch.sigmoid(F.linear(query, weight, bias))
+        else:
+            gates = torch.sigmoid(self.grep_linear(query).view(b, length, h, 2, 4).sum(-1))
+        gate_a, gate_b = gates.transpose(1, 2).chunk(2, dim=-1)
+        return gate_a * (gate_b * self.grep_a - 1.0) + 2.0
 
     def forward(
         self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, position_bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x``: ``(patches, batch, dim)``; ``key_padding_mask``: ``(batch, patches)``, True = padding.
-
-        Returns the output and the ``(batch * heads, patches, patches)`` position bias for the next layer.
-        """
-        length, batch, dim = x.shape
+    ) -> torch.Tensor:
+        """``x``: ``(batch, patches, dim)``; ``key_padding_mask``: ``(batch, patches)``, True = padding;
+        ``position_bias``: ``(heads, patches, patches)`` or None. Returns ``(batch, patches, dim)``."""
+        batch, length, dim = x.shape
         heads, hd = self.num_heads, self.head_dim
-        if position_bias is None and hasattr(self, "relative_attention_bias"):
-            position_bias = self.compute_bias(length).unsqueeze(0).expand(batch, -1, -1, -1)
-            position_bias = position_bias.reshape(batch * heads, length, length)
-        q = self.q_proj(x) * self.scaling / ATTENTION_ALPHA
-        k = self.k_proj(x)
-        v = self.v_proj(x)
-        q = q.reshape(length, batch * heads, hd).transpose(0, 1)
-        k = k.reshape(length, batch * heads, hd).transpose(0, 1)
-        v = v.reshape(length, batch * heads, hd).transpose(0, 1)
-        logits = torch.bmm(q, k.transpose(1, 2))
+        onednn = self.path == "fast" and onednn_usable(x)
+        q, k, v = (t.view(batch, length, heads, hd) for t in self._project(x, onednn))
+        bias = None
+        if position_bias is not None:
+            bias = self._gate(q, onednn) * position_bias if self.gru_rel_pos else position_bias.unsqueeze(0)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.path == "plain":
+            out = self._softmax_attention(q, k, v, bias, key_padding_mask)
+        else:
+            out = self._sdpa(q, k, v, bias, key_padding_mask)
+        return linear(self.out_proj, out.transpose(1, 2).reshape(batch, length, dim), onednn)
+
+    def _sdpa(self, q, k, v, bias: torch.Tensor | None, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """Softmax(q k^T * scaling + bias) v with PyTorch's fused kernels; BEATs' max subtraction is a
+        no-op for a softmax (shift invariance) and the kernels stabilize on their own."""
+        mask = bias
+        if key_padding_mask is not None:
+            pad = key_padding_mask[:, None, None, :].bool()
+            if mask is None:
+                mask = torch.zeros(pad.shape, dtype=q.dtype, device=q.device).masked_fill_(pad, float("-inf"))
+            elif self.gru_rel_pos:  # the gated bias is this layer's own tensor: fill it in place
+                mask = mask.masked_fill_(pad, float("-inf"))
+            else:
+                mask = mask.masked_fill(pad, float("-inf"))
+        if mask is not None:
+            mask = mask.to(q.dtype)
+        dropout = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scaling)
+
+    def _softmax_attention(self, q, k, v, bias: torch.Tensor | None, key_padding_mask: torch.Tensor | None):
+        """The reference's form: logits scaled down by alpha, row max subtracted, scaled back up."""
+        logits = torch.matmul(q * self.scaling / ATTENTION_ALPHA, k.transpose(-1, -2))
         logits = (logits - logits.max(dim=-1, keepdim=True).values) * ATTENTION_ALPHA
         if key_padding_mask is not None:
-            logits = logits.view(batch, heads, length, length)
             logits = logits.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
-            logits = logits.view(batch * heads, length, length)
-        if position_bias is not None:
-            bias = position_bias
-            if self.gru_rel_pos:
-                query = q.view(batch, heads, length, hd) * ATTENTION_ALPHA / self.scaling
-                gates = torch.sigmoid(self.grep_linear(query).view(batch, heads, length, 2, 4).sum(-1))
-                gate_a, gate_b = gates.chunk(2, dim=-1)
-                gate = gate_a * (gate_b * self.grep_a - 1.0) + 2.0
-                bias = gate.reshape(batch * heads, length, 1) * position_bias
-            logits = logits + bias.view(logits.shape)
+        if bias is not None:
+            logits = logits + bias
         attn = F.dropout(F.softmax(logits, dim=-1), p=self.dropout, training=self.training)
-        out = torch.bmm(attn, v).transpose(0, 1).reshape(length, batch, dim)
-        return self.out_proj(out), position_bias
+        return torch.matmul(attn, v)
 
 
 class EncoderLayer(nn.Module):
@@ -181,18 +294,18 @@ class EncoderLayer(nn.Module):
 
     def forward(
         self, x: torch.Tensor, padding_mask: torch.Tensor | None, position_bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> torch.Tensor:
+        """``x``: ``(batch, patches, dim)`` -> same shape."""
         drop = lambda t, p: F.dropout(t, p=p, training=self.training)  # noqa: E731
+        onednn = self.self_attn.path == "fast" and onednn_usable(x)
         if self.layer_norm_first:
-            h, position_bias = self.self_attn(self.self_attn_layer_norm(x), padding_mask, position_bias)
-            x = x + drop(h, self.dropout)
-            h = drop(F.gelu(self.fc1(self.final_layer_norm(x))), self.activation_dropout)
-            return x + drop(self.fc2(h), self.dropout), position_bias
-        h, position_bias = self.self_attn(x, padding_mask, position_bias)
-        x = self.self_attn_layer_norm(x * self.alpha + drop(h, self.dropout))
-        h = drop(F.gelu(self.fc1(x)), self.activation_dropout)
-        x = self.final_layer_norm(x * self.alpha + drop(self.fc2(h), self.dropout))
-        return x, position_bias
+            x = x + drop(self.self_attn(self.self_attn_layer_norm(x), padding_mask, position_bias), self.dropout)
+            h = drop(linear(self.fc1, self.final_layer_norm(x), onednn, gelu=True), self.activation_dropout)
+            return x + drop(linear(self.fc2, h, onednn), self.dropout)
+        h = self.self_attn(x, padding_mask, position_bias)
+        x = self.self_attn_layer_norm(torch.add(drop(h, self.dropout), x, alpha=self.alpha))
+        h = drop(linear(self.fc1, x, onednn, gelu=True), self.activation_dropout)
+        return self.final_layer_norm(torch.add(drop(linear(self.fc2, h, onednn), self.dropout), x, alpha=self.alpha))
 
 
 class TransformerEncoder(nn.Module):
@@ -215,24 +328,33 @@ class TransformerEncoder(nn.Module):
         _init_weights(self, cfg)
 
     def forward(
-        self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, return_layers: bool = False
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        return_layers: bool = False,
+        num_layers: int | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``x``: ``(batch, patches, dim)`` -> same shape, plus every layer's output if asked."""
+        """``x``: ``(batch, patches, dim)`` -> same shape, plus every layer's output if asked.
+
+        ``num_layers``: run only the first layers (the output is then that layer's, without the
+        final layer norm of pre-LN models): what a pooled intermediate layer needs.
+        """
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        x = x + self.pos_conv(x.transpose(1, 2), padded=padding_mask is not None).transpose(1, 2)
         if not self.layer_norm_first:
             x = self.layer_norm(x)
-        x = F.dropout(x, p=self.dropout, training=self.training).transpose(0, 1)
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        first = self.layers[0].self_attn
+        position_bias = first.compute_bias(x.shape[1]) if hasattr(first, "relative_attention_bias") else None
         hidden: list[torch.Tensor] = []
-        position_bias = None
-        for layer in self.layers:
-            if not self.training or torch.rand(()) >= self.layerdrop:
-                x, position_bias = layer(x, padding_mask, position_bias)
+        layers = self.layers if num_layers is None else self.layers[:num_layers]
+        for layer in layers:
+            if not self.training or not self.layerdrop or torch.rand(()) >= self.layerdrop:
+                x = layer(x, padding_mask, position_bias)
             if return_layers:
-                hidden.append(x.transpose(0, 1))
-        x = x.transpose(0, 1)
-        if self.layer_norm_first:
+                hidden.append(x)
+        if self.layer_norm_first and (num_layers is None or num_layers >= len(self.layers)):
             x = self.layer_norm(x)
         return x, hidden
 

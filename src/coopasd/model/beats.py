@@ -18,7 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from coopasd.features import beats_fbank
-from coopasd.model.backbone import LoRALinear, TransformerEncoder
+from coopasd.model.backbone import (
+    PATHS,
+    ComputePath,
+    LoRALinear,
+    MultiheadAttention,
+    PositionalConv,
+    TransformerEncoder,
+    linear,
+    onednn_usable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +163,8 @@ class BEATs(nn.Module):
         if padding_mask is not None:
             padding_mask = self.forward_padding_mask(x, padding_mask)
         if self.post_extract_proj is not None:
-            x = self.post_extract_proj(x)
+            onednn = self.encoder.layers[0].self_attn.path == "fast" and onednn_usable(x)
+            x = linear(self.post_extract_proj, x, onednn)
         return F.dropout(x, p=self.cfg.dropout_input, training=self.training), padding_mask
 
     def extract_features(
@@ -163,6 +173,7 @@ class BEATs(nn.Module):
         padding_mask: torch.Tensor | None = None,
         return_layers: bool = False,
         fbank_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        num_layers: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """Last-layer features of 16 kHz waveforms.
 
@@ -170,13 +181,45 @@ class BEATs(nn.Module):
             waveforms: ``(batch, samples)`` float audio in [-1, 1].
             padding_mask: ``(batch, samples)`` bool, True where a sample is padding.
             return_layers: also return every layer's ``(batch, patches, dim)`` output.
+            num_layers: run only the first ``num_layers`` layers (features are then that layer's output).
         Returns:
             ``(features (batch, patches, dim), patch padding mask or None[, layers])``, where
             patches = (frames // 16) * 8 in time-major order.
         """
         x, mask = self.patches(waveforms, padding_mask, fbank_transform)
-        x, layers = self.encoder(x, mask, return_layers)
+        x, layers = self.encoder(x, mask, return_layers, num_layers)
         return (x, mask, layers) if return_layers else (x, mask)
+
+    def layer_features(
+        self,
+        waveforms: torch.Tensor,
+        layer: int = -1,
+        fbank_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One layer's features ``(batch, patches, dim)`` (``-1``: the encoder's output) and the
+        padding mask; the layers after ``layer`` are not run."""
+        n = self.cfg.encoder_layers
+        if not -n <= layer < n:
+            raise ValueError(f"layer {layer} does not exist: the encoder has {n} layers (0..{n - 1} or -1)")
+        index = layer % n
+        if layer == -1 or (index == n - 1 and not self.cfg.layer_norm_first):
+            return self.extract_features(waveforms, fbank_transform=fbank_transform)
+        _, mask, layers = self.extract_features(
+            waveforms, return_layers=True, fbank_transform=fbank_transform, num_layers=index + 1
+        )
+        return layers[index], mask
+
+    def set_path(self, path: ComputePath) -> BEATs:
+        """How the layers compute (same results within float32 rounding): ``fast`` (default; fused
+        attention, and on CPU the positional convolution through the FFT and, in inference, oneDNN's
+        fused linear kernels), ``sdpa`` (fused attention only: portable, for tracing and ONNX export)
+        or ``plain`` (the reference's arithmetic)."""
+        if path not in PATHS:
+            raise ValueError(f"path '{path}' is not one of {', '.join(PATHS)}")
+        for module in self.modules():
+            if isinstance(module, MultiheadAttention | PositionalConv):
+                module.path = path
+        return self
 
     def predict(self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """AudioSet class probabilities ``(batch, classes)`` of a fine-tuned checkpoint."""
