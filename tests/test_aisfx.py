@@ -21,6 +21,8 @@ import pytest
 import soxr
 import torch
 
+from coopasd.config import DetectConfig
+from coopasd.embed import frozen_embed, frozen_encoders
 from coopasd.errors import CoopasdError
 from coopasd.model.aisfx import (
     DEFAULT_WEIGHTS,
@@ -193,3 +195,26 @@ def test_gradients_reach_every_layer_and_the_input():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
     assert model.blocks[0].conv1.weight.grad.abs().sum() > 0 and model.blocks[3].conv2.weight.grad.abs().sum() > 0
     assert waves.grad is not None and torch.isfinite(waves.grad).all() and waves.grad.abs().sum() > 0
+
+
+def test_frozen_embeddings_are_computed_once_per_clip_and_equal_fresh_ones(monkeypatch):
+    """The rounds and modes of a run ask for the same clips again: each is embedded once per process."""
+    # Prepare: the shipped encoder (one shared instance), counting the clips it embeds
+    encoder = frozen_encoders(DetectConfig(features="aisfx+logmel"))["aisfx"]
+    assert frozen_encoders(DetectConfig(features="aisfx"))["aisfx"] is encoder
+    seen: list[int] = []
+    forward = encoder.forward
+    monkeypatch.setattr(encoder, "forward", lambda waves: seen.append(len(waves)) or forward(waves))
+    rng = np.random.default_rng(7)
+    waves = (0.1 * rng.standard_normal((5, 8000))).astype(np.float32)
+    waves[3] = waves[0]  # a copy
+    # Execute
+    first = frozen_embed(encoder, waves[:4], batch_size=2, device="cpu")
+    second = frozen_embed(encoder, waves, batch_size=2, device="cpu")
+    with torch.no_grad():
+        fresh = forward(torch.from_numpy(waves)).numpy()
+    # Assert
+    assert sum(seen) == 4  # clips 0, 1, 2 once (the copy 3 is clip 0), then only clip 4
+    np.testing.assert_allclose(second, fresh, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(first, second[:4])
+    np.testing.assert_array_equal(second[3], second[0])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Literal
@@ -18,6 +21,12 @@ from coopasd.model.aisfx import AisfxCNN, load_aisfx
 from coopasd.model.beats import BEATs, Pooling, pool
 
 LOGMEL_BATCH = 64  # clips per batch when computing log-mel statistics
+FROZEN_MEMO_CLIPS = 200_000  # clip embeddings a frozen encoder remembers per process (512 floats each)
+
+# A frozen encoder's embedding of a clip never changes, so each process computes it once per clip (by its
+# content) and device: the rounds, the per-round evaluation and the modes of a comparison reuse it. The one
+# process-level cache of the package; it dies with its encoder.
+_FROZEN_MEMO: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, bytes], np.ndarray]] = weakref.WeakKeyDictionary()
 
 Precision = Literal["auto", "fp32", "tf32", "bf16"]
 
@@ -117,20 +126,39 @@ def logmel_features(waves: np.ndarray) -> np.ndarray:
     return np.concatenate([logmel_statistics(waves[i : i + LOGMEL_BATCH]) for i in range(0, len(waves), LOGMEL_BATCH)])
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_aisfx() -> AisfxCNN:
+    return load_aisfx(AISFX_WEIGHTS)
+
+
 def frozen_encoders(detect_cfg: DetectConfig) -> dict[str, nn.Module]:
-    """The frozen pre-trained encoders the detector's members need (``aisfx``: the shipped weights, verified)."""
-    return {"aisfx": load_aisfx(AISFX_WEIGHTS)} if "aisfx" in detector_members(detect_cfg.features) else {}
+    """The frozen pre-trained encoders the detector's members need (``aisfx``: the shipped weights, verified
+    once per process; one shared instance, so its embeddings are computed once per clip)."""
+    return {"aisfx": _shipped_aisfx()} if "aisfx" in detector_members(detect_cfg.features) else {}
 
 
 @torch.no_grad()
 def frozen_embed(encoder: AisfxCNN, waves: np.ndarray, batch_size: int = 16, device: str = "auto") -> np.ndarray:
-    """The frozen aiSFX embedding ``(n, 512)`` (last block, mean over frequency, max over time)."""
+    """The frozen aiSFX embedding ``(n, 512)`` (last block, mean over frequency, max over time); clips this
+    encoder already embedded on this device in this process are taken from its memo."""
     dev = pick_device(device)
-    encoder = encoder.to(dev).eval()
-    out = [
-        encoder(torch.as_tensor(waves[i : i + batch_size], device=dev)).cpu() for i in range(0, len(waves), batch_size)
-    ]
-    return torch.cat(out).numpy() if out else np.zeros((0, encoder.embedding_dim), np.float32)
+    memo = _FROZEN_MEMO.setdefault(encoder, {})
+    keys = [(str(dev), hashlib.blake2b(np.ascontiguousarray(w).tobytes(), digest_size=16).digest()) for w in waves]
+    first: dict[tuple[str, bytes], int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)  # copies of a clip are embedded once
+    todo = [i for key, i in first.items() if key not in memo]
+    if todo:
+        encoder = encoder.to(dev).eval()
+        fresh = torch.as_tensor(waves[todo])
+        batches = [encoder(fresh[i : i + batch_size].to(dev)).cpu() for i in range(0, len(todo), batch_size)]
+        out = torch.cat(batches).numpy()
+        if len(memo) + len(todo) > FROZEN_MEMO_CLIPS:
+            memo.clear()
+        memo.update({keys[i]: row for i, row in zip(todo, out, strict=True)})
+    if not keys:
+        return np.zeros((0, encoder.embedding_dim), np.float32)
+    return np.stack([memo[key] for key in keys])
 
 
 def clip_features(
