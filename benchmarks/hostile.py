@@ -5,9 +5,9 @@ rule. Reduced budget by default (learned detector, 3 rounds, no per-round evalua
     coopasd synth --out /tmp/ht_data
     .venv/bin/python benchmarks/hostile.py --data /tmp/ht_data [--runs "clean:mean;signflip:median"]
 
-Default plan: every rule clean and against signflip and noise (the attacks that pass the
-server's screening, so the rule decides), and the default rule against every kind, plus
-``scale100`` with the plain mean and no norm bound (what the screening buys).
+Default plan: every rule clean and against every kind (signflip and noise pass the server's
+screening, so the rule decides; nan, shape and scale100 are screened out before any rule), plus
+``scale100`` with the plain mean and no norm bound or weight cap (what the screening buys).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import HOSTILE_KINDS, FederationConfig, RunConfig, with_overrides
+from coopasd.config import HOSTILE_KINDS, RunConfig, with_overrides
 from coopasd.federation.simulation import run_simulated
 from coopasd.results import ModeResult
 
@@ -29,10 +29,8 @@ UNDEFENDED = "mean-unbounded"  # plain weighted mean, no norm bound, no weight c
 
 
 def default_plan() -> list[tuple[str, str]]:
-    default = FederationConfig().aggregation
-    plan = [("clean", rule) for rule in RULES]
-    plan += [(kind, rule) for kind in ("signflip", "noise") for rule in RULES]
-    plan += [(kind, default) for kind in HOSTILE_KINDS if kind not in ("signflip", "noise")]
+    """Every rule clean and against every kind, then ``scale100`` with no defence at all."""
+    plan = [("clean", rule) for rule in RULES] + [(kind, rule) for kind in HOSTILE_KINDS for rule in RULES]
     return plan + [("scale100", UNDEFENDED)]
 
 
