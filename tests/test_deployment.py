@@ -94,6 +94,18 @@ def test_only_registered_supernodes_train_and_control_stays_off_the_fleet_addres
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert run.log("superlink").count("/v1/control/start-run") == 1  # only the operator's run reached it
         assert "refused POST b'/v1/control/start-run'" in run.log("gateway")
+        # the same factories, one round through SecAgg+ (Deployment Engine): the server holds only the sum
+        secure = with_overrides(
+            with_overrides(cfg, "federation", rounds=1, aggregation="mean"), "privacy", secure_aggregation=True
+        )
+        overrides.write_text(
+            "".join(
+                f"{k} = {json.dumps(v)}\n"
+                for k, v in (run_config | {"run-config": to_toml(secure), "run-dir": str(tmp_path / "secure")}).items()
+            )
+        )
+        done_secure = flwr_run("coopasd", "--stream", "--run-config", str(overrides))
+        assert done_secure.returncode == 0, done_secure.stdout[-2000:] + done_secure.stderr[-2000:]
 
     # Assert: the two registered factories, and only they, trained; results stayed at home
     result = json.loads((tmp_path / "server" / "federation.json").read_text())
@@ -106,3 +118,7 @@ def test_only_registered_supernodes_train_and_control_stays_off_the_fleet_addres
         assert (own / "model.pt").exists()
         assert (own / "submission" / f"anomaly_score_{m}_section_00_test.csv").exists()
     assert ".wav" not in json.dumps(result)
+    secured = json.loads((tmp_path / "secure" / "federation.json").read_text())
+    (only,) = secured["rounds"]
+    assert only["aggregated"] and only["answered"] == 2 and secured["privacy"]["secure_aggregation"]
+    assert only["privacy"]["mechanism"] == "secagg+" and sorted(only["privacy"]["factories"]) == ["fan", "valve"]
