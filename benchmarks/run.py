@@ -32,6 +32,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from coopasd.environment import cpu_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 
 import federation_speed  # noqa: E402
@@ -41,17 +43,6 @@ import serve_load  # noqa: E402
 PARTS = ("embed", "train", "federation", "serve", "demo")
 NO_GPU = "not measured (no GPU lent)"
 Row = tuple[str, str, str, str, str]  # part, what, result, peak memory, notes
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or what the platform says elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def header() -> str:
