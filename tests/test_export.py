@@ -41,6 +41,7 @@ def factory(tmp_path_factory) -> dict:
     cfg = with_overrides(RunConfig(), "model", checkpoint="none", preset="tiny")
     cfg = with_overrides(cfg, "data", seconds=0.5)
     cfg = with_overrides(cfg, "partition", factories="plant=fan+valve")
+    cfg = with_overrides(cfg, "detect", features="fusion")  # learned + log-mel: what the numpy scorer covers
     data = load_all(discover_clips(root / "data"), parse_factories(cfg.partition.factories, ["fan", "valve"]), cfg.data)
     variants = {
         "fusion": cfg,

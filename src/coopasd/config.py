@@ -182,7 +182,7 @@ def detector_members(features: str) -> tuple[str, ...]:
 class DetectConfig:
     """The kNN detector that scores clips (one source and one target memory bank per section)."""
 
-    features: str = "fusion"  # members joined by "+": learned, logmel, aisfx (frozen); fusion = learned+logmel
+    features: str = "learned+aisfx+logmel"  # members joined by "+" (aisfx is frozen); "fusion" = learned+logmel
     metric: Literal["euclidean", "cosine"] = "euclidean"  # distance between learned embeddings
     standardize: bool = True  # z-score learned embeddings with the training clips' statistics first
     k: int = 1  # [neighbours] per memory bank
