@@ -103,9 +103,15 @@ def test_dropouts_do_not_stop_rounds_and_rejoiners_get_the_current_model(tmp_pat
     # global model kept); round 3: everyone is back and starts from the current global model
     cfg = _fed_config(rounds=3, min_participants=2, evaluate_every=0, drop_out="fan:1;valve:2;fan:2")
     sockets: list[tuple[str, int, int]] = []  # what the run's process tree (Ray's servers) listens on
-    result, factories = run_simulated(
-        cfg, three_factories, tmp_path / "run", on_round=lambda _: sockets.extend(listening(os.getpid()))
-    )
+    reported: list[dict] = []  # what the progress hook (the CLI's round lines) was given
+
+    def on_round(entry: dict) -> None:
+        sockets.extend(listening(os.getpid()))
+        reported.append(dict(entry))
+
+    result, factories = run_simulated(cfg, three_factories, tmp_path / "run", on_round=on_round)
+    assert [e["round"] for e in reported] == [1, 2, 3]  # each round once, the last with the final score
+    assert reported[-1]["official_score"] == result["official_score"]
     assert sockets and {host for host, _, _ in sockets} <= {"127.0.0.1", "::1"}, sockets
     r1, r2, r3 = result["rounds"]
     assert (r1["answered"], r1["aggregated"]) == (2, True) and set(r1["bytes_up"]) == {"valve", "gearbox"}

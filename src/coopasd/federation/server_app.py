@@ -163,7 +163,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         GlobalCheckpoint(
             server_round, arrays.to_torch_state_dict(), strategy_state(strategy), to_toml(cfg), history
         ).save(ckpt_dir, fed.keep_checkpoints)
-        if settings.on_round:
+        if settings.on_round and server_round < fed.rounds:  # the last round is reported with its final score
             settings.on_round(entry)
     final = _evaluate(grid, arrays, fed.rounds, True, settings)
     if history and "official_score" in final:
@@ -171,6 +171,8 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
     rejected = final.pop("rejected")
     if history:
         _merge_rejected(history[-1], rejected, "final metrics")
+        if settings.on_round:
+            settings.on_round(history[-1])
     result = final | {
         "rounds": history,
         "encoder_start": origin,
