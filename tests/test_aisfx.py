@@ -218,3 +218,16 @@ def test_frozen_embeddings_are_computed_once_per_clip_and_equal_fresh_ones(monke
     np.testing.assert_allclose(second, fresh, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(first, second[:4])
     np.testing.assert_array_equal(second[3], second[0])
+
+
+def test_inference_copy_folds_batch_norm_and_keeps_the_embeddings():
+    # Prepare
+    plain = load_aisfx(DEFAULT_WEIGHTS)
+    fast = load_aisfx(DEFAULT_WEIGHTS).for_inference()
+    waves = torch.from_numpy((0.1 * np.random.default_rng(3).standard_normal((3, 16000))).astype(np.float32))
+    # Execute
+    with torch.no_grad():
+        want, got = plain(waves), fast(waves)
+    # Assert
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules()) and fast.channels_last
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()

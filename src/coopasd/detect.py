@@ -574,7 +574,10 @@ class FactoryModel:
                 detectors={k: FusedDetector.from_state(v) for k, v in meta.pop("detectors").items()},
                 classes=list(meta.pop("classes")),
                 head_state=meta.pop("head"),
-                frozen={n: load_aisfx(AISFX_WEIGHTS, expected_sha256=h) for n, h in meta.pop("frozen", {}).items()},
+                frozen={
+                    n: load_aisfx(AISFX_WEIGHTS, expected_sha256=h).for_inference()
+                    for n, h in meta.pop("frozen", {}).items()
+                },
                 meta=meta,
             )
         except CheckpointError:

@@ -128,7 +128,7 @@ def logmel_features(waves: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _shipped_aisfx() -> AisfxCNN:
-    return load_aisfx(AISFX_WEIGHTS)
+    return load_aisfx(AISFX_WEIGHTS).for_inference()
 
 
 def frozen_encoders(detect_cfg: DetectConfig) -> dict[str, nn.Module]:
