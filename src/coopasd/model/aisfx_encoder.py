@@ -45,6 +45,8 @@ class AisfxEncoder(nn.Module):
     ``cfg`` is the aiSFX config; ``weights_sha256`` names the shipped weights the frozen part comes from.
     """
 
+    frozen: AisfxCNN  # front-end + lower blocks, eval mode, no gradients; deliberately not a registered submodule
+
     def __init__(self, cnn: AisfxCNN, train_blocks: int, weights_sha256: str) -> None:
         super().__init__()
         n = len(cnn.blocks)
