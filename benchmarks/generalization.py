@@ -6,7 +6,8 @@ project was built on); the unseen plant (``coopasd synth --family unseen``: othe
 physics, faults, rooms and microphones) is only reported, never used to choose.
 
     .venv/bin/python benchmarks/generalization.py --dev runs/gen/dev --unseen runs/gen/unseen \\
-        [--detectors "learned;learned+aisfx+logmel;aisfx+logmel"] [--modes federated,centralized,local]
+        [--detectors "learned;learned+aisfx+logmel;aisfx+logmel"] [--modes federated,centralized,local] \\
+        [--config configs/aisfx_tuned.toml]
 
 Trees that do not exist are generated with the default settings (seed 0). Prints one table; each
 finished row is also printed as it completes (long runs).
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--detectors", default=DEFAULT_DETECTORS, help="';'-separated [detect] features values")
     parser.add_argument("--modes", default="federated,centralized,local")
     parser.add_argument("--plants", default="dev,unseen")
+    parser.add_argument("--config", type=Path, default=None, help="TOML config the detectors run with (e.g. backbone)")
     parser.add_argument("--evaluate-every", type=int, default=None, help="[federation] evaluate_every (0: no curve)")
     args = parser.parse_args()
     console = Console()
@@ -60,7 +62,9 @@ def main() -> None:
         table.add_row(plant, "log-mel floor (no learning)", *[score] * len(modes), "")
         console.print(f"{plant} | floor | {score}")
         for features in args.detectors.split(";"):
-            cfg = load_config(None, detect={"features": features}, federation={"evaluate_every": args.evaluate_every})
+            cfg = load_config(
+                args.config, detect={"features": features}, federation={"evaluate_every": args.evaluate_every}
+            )
             row = []
             start = time.time()
             for mode in modes:

@@ -150,6 +150,8 @@ class TrainConfig:
 class ModelConfig:
     """The encoder and how a clip embedding is made from it."""
 
+    backbone: Literal["beats", "aisfx"] = "beats"  # learned encoder: BEATs, or the shipped aiSFX CNN fine-tuned
+    aisfx_train_blocks: int = 1  # [blocks] backbone = "aisfx": top conv blocks that train (1-4); the rest stay frozen
     preset: Literal["tiny", "base"] = "tiny"  # BEATs shape (used when no checkpoint gives one)
     checkpoint: str = "pretrained"  # "pretrained" (shipped tiny), "none" (random init) or a path
     pooling: Literal["mean", "mean_freq"] = "mean_freq"  # mean over patches, or over time per frequency
@@ -160,6 +162,20 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _at_least(self, "model", "layer", -1, "must be -1 (the last layer) or a layer index from 0")
         _at_least(self, "model", "lora_rank", 0, "must be 0 (no LoRA) or a positive rank")
+        _check(
+            1 <= self.aisfx_train_blocks <= 4,
+            "model",
+            "aisfx_train_blocks",
+            self.aisfx_train_blocks,
+            "must be 1..4 (the aiSFX CNN has 4 conv blocks)",
+        )
+        _check(
+            self.backbone == "beats" or self.lora_rank == 0,
+            "model",
+            "lora_rank",
+            self.lora_rank,
+            "LoRA adapts BEATs' attention: with backbone = 'aisfx' set lora_rank = 0 (aisfx_train_blocks trains)",
+        )
 
 
 DETECTOR_MEMBERS = ("learned", "logmel", "aisfx")  # what a detector member's memory banks can hold

@@ -36,14 +36,14 @@ from coopasd.config import DataConfig, DetectConfig, ModelConfig, build
 from coopasd.embed import AISFX_WEIGHTS, clip_features
 from coopasd.errors import CoopasdError, DetectorError, ScoreError
 from coopasd.model.aisfx import expected_weights_sha256, load_aisfx
-from coopasd.model.beats import BEATs, BEATsConfig
+from coopasd.model.aisfx_encoder import AisfxEncoder
 from coopasd.model.checkpoint import (
     CheckpointError,
-    check_encoder_settings,
     checkpoint_bytes,
     load_state_strict,
     read_checkpoint,
 )
+from coopasd.model.encoders import Encoder, encoder_for_file
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +508,7 @@ class FactoryModel:
     """
 
     name: str
-    encoder: BEATs
+    encoder: Encoder  # BEATs, or the tuned aiSFX CNN (its trainable blocks only in the file)
     model_cfg: ModelConfig
     detect_cfg: DetectConfig
     data_cfg: DataConfig
@@ -544,6 +544,8 @@ class FactoryModel:
                 name: expected_weights_sha256(AISFX_WEIGHTS) for name in self.frozen
             },  # shipped weights, checked on load
         }
+        if isinstance(self.encoder, AisfxEncoder):  # the frozen part: the shipped weights of this sha256
+            payload_meta["aisfx_weights_sha256"] = self.encoder.weights_sha256
         return checkpoint_bytes(self.encoder.cfg.to_dict(), self.encoder.state_dict(), payload_meta)
 
     @classmethod
@@ -559,11 +561,9 @@ class FactoryModel:
         if "detectors" not in meta or "factory" not in meta:
             raise CheckpointError(f"{path}: an encoder checkpoint, not a factory model (no detectors inside)")
         try:
-            encoder = BEATs(BEATsConfig.from_dict(payload["cfg"]))
             model_cfg = build(ModelConfig, meta.pop("model_cfg"), "model")
-            check_encoder_settings(encoder, model_cfg, "the model file's encoder")
-            if model_cfg.lora_rank:
-                encoder.add_lora(model_cfg.lora_rank)
+            encoder = encoder_for_file(model_cfg, payload["cfg"], meta)
+            meta.pop("aisfx_weights_sha256", None)
             load_state_strict(encoder, payload["model"], path)
             model = cls(
                 name=str(meta.pop("factory")),

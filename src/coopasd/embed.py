@@ -18,7 +18,9 @@ from coopasd.errors import ConfigError
 from coopasd.features import logmel_statistics
 from coopasd.model.aisfx import DEFAULT_WEIGHTS as AISFX_WEIGHTS
 from coopasd.model.aisfx import AisfxCNN, load_aisfx
-from coopasd.model.beats import BEATs, Pooling, pool
+from coopasd.model.aisfx_encoder import AisfxEncoder
+from coopasd.model.beats import Pooling, pool
+from coopasd.model.encoders import Encoder
 
 LOGMEL_BATCH = 64  # clips per batch when computing log-mel statistics
 FROZEN_MEMO_CLIPS = 200_000  # clip embeddings a frozen encoder remembers per process (512 floats each)
@@ -74,27 +76,34 @@ def autocast(mode: Literal["fp32", "tf32", "bf16"], device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else nullcontext()
 
 
-def embedding_dim(encoder: BEATs, pooling: Pooling) -> int:
-    """Length of a pooled clip embedding."""
+def embedding_dim(encoder: Encoder, pooling: Pooling) -> int:
+    """Length of a pooled clip embedding (aiSFX: always its own pooling, 512)."""
+    if isinstance(encoder, AisfxEncoder):
+        return encoder.embedding_dim
     d = encoder.cfg.encoder_embed_dim
     return d * encoder.freq_patches if pooling == "mean_freq" else d
 
 
 def clip_embeddings(
-    encoder: BEATs,
+    encoder: Encoder,
     waves: torch.Tensor,
     pooling: Pooling = "mean",
     layer: int = -1,
     fbank_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Pooled embeddings ``(batch, dim)`` of waveforms ``(batch, samples)`` (graph kept for training)."""
+    """Pooled embeddings ``(batch, dim)`` of waveforms ``(batch, samples)`` (graph kept for training).
+
+    The aiSFX encoder has its own pooling and no layer choice (``pooling``, ``layer`` and the fbank
+    transform do not apply: it trains on cached maps, see :func:`coopasd.train.train_local`)."""
+    if isinstance(encoder, AisfxEncoder):
+        return encoder(waves)
     features, mask = encoder.layer_features(waves, layer, fbank_transform)
     return pool(features, encoder.freq_patches, pooling, mask)
 
 
 @torch.no_grad()
 def embed(
-    encoder: BEATs,
+    encoder: Encoder,
     waves: np.ndarray,
     pooling: Pooling = "mean",
     layer: int = -1,
@@ -162,7 +171,7 @@ def frozen_embed(encoder: AisfxCNN, waves: np.ndarray, batch_size: int = 16, dev
 
 
 def clip_features(
-    encoder: BEATs | None,
+    encoder: Encoder | None,
     waves: np.ndarray,
     model_cfg: ModelConfig,
     detect_cfg: DetectConfig,

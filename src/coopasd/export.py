@@ -299,6 +299,11 @@ def export_model(model: FactoryModel, fmt: Format, out: Path, section: str | Non
     """The files (path -> bytes) of ``model`` exported as ``fmt``; nothing is written here."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if model.model_cfg.backbone != "beats":
+        raise ExportError(
+            f"factory model '{model.name}': export covers the BEATs backbone; this model's learned encoder is "
+            f"[model] backbone = '{model.model_cfg.backbone}' (score it with coopasd score or serve)"
+        )
     out = Path(out)
     if fmt == "safetensors":
         if section is not None:

@@ -21,7 +21,7 @@ from coopasd.data.layout import Clip, group_by_machine_section
 from coopasd.detect import FactoryModel, fit_detector, require_finite_scores, section_key
 from coopasd.embed import clip_features, frozen_encoders
 from coopasd.evaluation import SectionScores
-from coopasd.model.beats import BEATs
+from coopasd.model.encoders import Encoder
 from coopasd.results import FactoryResult
 from coopasd.train import EpochStats, TrainingSet, make_head, steps_per_run, train_local
 
@@ -59,7 +59,7 @@ def factory_seed(seed: int, factory: str, offset: int) -> int:
 
 
 def train_encoder(
-    encoder: BEATs,
+    encoder: Encoder,
     datas: Sequence[FactoryData],
     cfg: RunConfig,
     progress: Progress | None = None,
@@ -92,7 +92,7 @@ def _sections(clips: Sequence[Clip]) -> Iterator[tuple[tuple[str, str], list[Cli
 
 
 def build_factory_model(
-    data: FactoryData, encoder: BEATs, cfg: RunConfig, head: TrainedHead, meta: dict
+    data: FactoryData, encoder: Encoder, cfg: RunConfig, head: TrainedHead, meta: dict
 ) -> FactoryModel:
     """Memory banks of the factory's normal clips per machine type and section, with ``encoder``."""
     frozen = frozen_encoders(cfg.detect)
@@ -123,14 +123,14 @@ def score_factory(model: FactoryModel, data: FactoryData) -> list[SectionScores]
     return out
 
 
-def finish(data: FactoryData, encoder: BEATs, cfg: RunConfig, head: TrainedHead, meta: dict) -> FactoryResult:
+def finish(data: FactoryData, encoder: Encoder, cfg: RunConfig, head: TrainedHead, meta: dict) -> FactoryResult:
     """Memory banks with the final encoder, then the factory's own test clips scored."""
     model = build_factory_model(data, encoder, cfg, head, meta)
     return FactoryResult(model, score_factory(model, data), list(data.skipped))
 
 
 def train_round(
-    encoder: BEATs,
+    encoder: Encoder,
     data: FactoryData,
     cfg: RunConfig,
     server_round: int,
@@ -152,7 +152,7 @@ def train_round(
     )
 
 
-def personalize(encoder: BEATs, data: FactoryData, cfg: RunConfig, head: TrainedHead) -> TrainedHead:
+def personalize(encoder: Encoder, data: FactoryData, cfg: RunConfig, head: TrainedHead) -> TrainedHead:
     """Federated, after the last round: a few local epochs from the final global encoder at the last round's lr."""
     fed = cfg.federation
     tuned = dataclasses.replace(
@@ -165,7 +165,7 @@ def personalize(encoder: BEATs, data: FactoryData, cfg: RunConfig, head: Trained
 
 
 def evaluate_round(
-    encoder: BEATs, data: FactoryData, cfg: RunConfig, head: TrainedHead, server_round: int, final: bool
+    encoder: Encoder, data: FactoryData, cfg: RunConfig, head: TrainedHead, server_round: int, final: bool
 ) -> FactoryResult:
     """Federated: score own test clips with the global encoder (personalized first after the last round)."""
     if final and cfg.federation.personalize_epochs > 0:

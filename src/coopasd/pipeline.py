@@ -27,7 +27,7 @@ from coopasd.data.dataset import FactoryData, clips_to_load, load_all
 from coopasd.data.layout import Clip, check_trainable, discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.embed import pick_device
-from coopasd.model.checkpoint import initial_encoder
+from coopasd.model.encoders import initial_encoder
 from coopasd.participant import TrainedHead, finish, train_encoder, training_steps
 from coopasd.results import MODES, Comparison, ModeResult
 

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
 from coopasd.config import SAMPLE_RATE, ModelConfig, TrainConfig
 from coopasd.embed import autocast, clip_embeddings, embedding_dim, pick_device, precision_scope
-from coopasd.model.beats import BEATs, Pooling
+from coopasd.model.aisfx_encoder import AisfxEncoder, crop_maps, mask_maps
+from coopasd.model.beats import Pooling
+from coopasd.model.encoders import Encoder
 from coopasd.model.heads import ArcFace
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class EpochStats:
     seconds: float
 
 
-def make_head(encoder: BEATs, n_classes: int, cfg: TrainConfig, pooling: Pooling) -> ArcFace:
+def make_head(encoder: Encoder, n_classes: int, cfg: TrainConfig, pooling: Pooling) -> ArcFace:
     """An ArcFace head over the attribute classes plus, if enabled, one class per pseudo-anomaly kind."""
     extra = len(PSEUDO_ANOMALIES) if cfg.pseudo_anomalies else 0
     return ArcFace(embedding_dim(encoder, pooling), n_classes + extra, cfg.margin, cfg.scale, seed=cfg.seed)
@@ -81,7 +83,7 @@ class TrainingSet:
 
 
 def train_local(
-    encoder: BEATs,
+    encoder: Encoder,
     head: ArcFace,
     data: TrainingSet,
     model_cfg: ModelConfig,
@@ -95,6 +97,10 @@ def train_local(
     at ``model_cfg.precision`` (bf16 autocast needs no loss scaling);
     target-domain clips are oversampled; ``global_params`` are the round's global weights, for
     the FedProx term (``cfg.proximal_mu > 0``). Returns one :class:`EpochStats` per epoch.
+
+    The aiSFX encoder (:class:`~coopasd.model.aisfx_encoder.AisfxEncoder`) runs its frozen part once per
+    clip here (and once per pseudo-anomaly copy): crops, masks and mixup then act on those cached maps,
+    so an epoch is a pass of the trainable top block(s) only.
     """
     waves, labels, is_target = data.waves, data.labels, data.is_target
     pooling, layer = model_cfg.pooling, model_cfg.layer
@@ -121,6 +127,10 @@ def train_local(
     crop = int(cfg.crop_seconds * SAMPLE_RATE) if cfg.crop_seconds > 0 else waves.shape[1]
     crop = min(crop, waves.shape[1])
     augment = (lambda fb: spec_augment(fb, gen)) if cfg.spec_augment else None
+    cache = _cached_maps(encoder, waves, n_attr, cfg, gen, rng, dev) if isinstance(encoder, AisfxEncoder) else None
+    if cache is not None:
+        map_frames = max(encoder.min_frames, round(cache[0].shape[2] * crop / waves.shape[1]))  # type: ignore[union-attr]
+        augment = (lambda maps: mask_maps(maps, gen)) if cfg.spec_augment else None
     history: list[EpochStats] = []
     with precision_scope(model_cfg.precision, dev) as mode:  # bf16 autocast / TF32 where asked
         for epoch in range(cfg.epochs):
@@ -128,14 +138,20 @@ def train_local(
             order = _epoch_indices(is_target, cfg.target_fraction, rng)
             for s in range(0, len(order), cfg.batch_size):
                 idx = order[s : s + cfg.batch_size]
-                batch, target = _make_batch(waves, labels, idx, crop, n_attr, cfg, gen, rng)
+                if cache is not None:
+                    batch, target = _map_batch(cache, labels, idx, map_frames, gen, rng)
+                else:
+                    batch, target = _make_batch(waves, labels, idx, crop, n_attr, cfg, gen, rng)
                 batch, soft = batch.to(dev), F.one_hot(target, head.weight.shape[0]).float().to(dev)
                 if cfg.mixup > 0:
                     lam = float(rng.beta(cfg.mixup, cfg.mixup))
                     perm = torch.randperm(len(batch), generator=gen).to(dev)
                     batch, soft = lam * batch + (1 - lam) * batch[perm], lam * soft + (1 - lam) * soft[perm]
                 with autocast(mode, dev):
-                    emb = clip_embeddings(encoder, batch, pooling, layer, augment)
+                    if cache is not None:
+                        emb = encoder.top_embedding(augment(batch) if augment else batch)  # type: ignore[union-attr]
+                    else:
+                        emb = clip_embeddings(encoder, batch, pooling, layer, augment)
                     logits = head(emb, soft)
                     loss = -(soft * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
                 if anchors:
@@ -180,6 +196,53 @@ def _make_batch(waves, labels, idx, crop, n_attr, cfg, gen, rng) -> tuple[torch.
         clips.append(wave)
         targets.append(target)
     return torch.stack(clips), torch.tensor(targets)
+
+
+MapCache = tuple[torch.Tensor, torch.Tensor | None, np.ndarray]
+
+
+@torch.no_grad()
+def _cached_maps(
+    encoder: AisfxEncoder,
+    waves: np.ndarray,
+    n_attr: int,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    rng: np.random.Generator,
+    dev: torch.device,
+    batch_size: int = 16,
+) -> MapCache:
+    """The frozen part's output for every clip ``(n, ch, time, freq)``, plus (pseudo-anomalies on) one perturbed
+    copy per clip of a random kind, and the head's class id of each copy ``(n,)``."""
+
+    def lower(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [encoder.lower_maps(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
+        )
+
+    clips = torch.from_numpy(np.ascontiguousarray(waves))
+    normal = lower(clips)
+    if not cfg.pseudo_anomalies:
+        return normal, None, np.zeros(0, np.int64)
+    kinds = rng.integers(len(PSEUDO_ANOMALIES), size=len(clips))
+    perturbed = torch.stack(
+        [pseudo_anomaly(c, PSEUDO_ANOMALIES[k], gen).float() for c, k in zip(clips, kinds, strict=True)]
+    )
+    return normal, lower(perturbed), n_attr + kinds
+
+
+def _map_batch(cache: MapCache, labels, idx, frames, gen, rng) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random time crops of the chosen clips' cached maps; with pseudo-anomalies on, half of them perturbed."""
+    normal, perturbed, classes = cache
+    maps, targets = [], []
+    for i in idx:
+        if perturbed is not None and rng.random() < 0.5:
+            maps.append(perturbed[i])
+            targets.append(int(classes[i]))
+        else:
+            maps.append(normal[i])
+            targets.append(int(labels[i]))
+    return crop_maps(torch.stack(maps), frames, gen), torch.tensor(targets)
 
 
 def steps_per_run(n_clips: int, n_target: int, cfg: TrainConfig) -> int:

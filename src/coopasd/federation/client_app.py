@@ -38,8 +38,7 @@ from coopasd.federation.records import (
     train_reply,
     train_request,
 )
-from coopasd.model.beats import BEATs
-from coopasd.model.checkpoint import initial_encoder
+from coopasd.model.encoders import Encoder, initial_encoder
 from coopasd.participant import TrainedHead, evaluate_round, train_round
 from coopasd.report import write_factory_result
 
@@ -59,7 +58,7 @@ class ClientSettings:
 
 def _encoder_for_round(
     settings: ClientSettings, shared: dict[str, torch.Tensor], server_round: int
-) -> tuple[BEATs, TrainedHead]:
+) -> tuple[Encoder, TrainedHead]:
     """Initial encoder + this factory's own parameters and head (last round it trained) + the global shared ones."""
     cfg = settings.config
     encoder, _ = initial_encoder(cfg.model, cfg.train.seed)

@@ -95,6 +95,8 @@ def transfer_bytes(encoder: nn.Module, lora_rank: int = 8) -> dict[str, int]:
         state = model.state_dict()
         return sum(state[k].numel() * state[k].element_size() for k in shared_keys(model, share))
 
+    if not hasattr(encoder, "add_lora"):  # the aiSFX CNN: no LoRA, its trainable blocks are the whole exchange
+        return {"full_encoder": size(encoder, "encoder")}
     with_lora = copy.deepcopy(encoder)
     with_lora.add_lora(lora_rank)  # type: ignore[operator]
     return {"full_encoder": size(encoder, "encoder"), f"lora_rank_{lora_rank}": size(with_lora, "lora")}

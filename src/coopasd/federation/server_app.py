@@ -42,7 +42,7 @@ from coopasd.federation.strategy import (
     strategy_state,
 )
 from coopasd.metrics import harmonic_mean, summarize
-from coopasd.model.checkpoint import initial_encoder
+from coopasd.model.encoders import initial_encoder
 from coopasd.report import FEDERATION_FILE, write_json
 
 log = logging.getLogger(__name__)
