@@ -32,6 +32,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from coopasd.config import DetectConfig
 from coopasd.environment import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
@@ -98,7 +99,7 @@ def serve_rows() -> list[Row]:
     """``coopasd serve`` throughput and p95 latency, 1 and 4 concurrent clients."""
     levels = [1, 4]
     with tempfile.TemporaryDirectory() as tmp:
-        model = serve_load.build_model(Path(tmp), "fusion", 2.0)
+        model = serve_load.build_model(Path(tmp), DetectConfig().features, 2.0)  # the default detector
         health, _, results = serve_load.measure_service(model, Path(tmp), levels, requests=100, time_cap=40.0)
     return [
         (

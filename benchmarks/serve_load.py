@@ -28,6 +28,8 @@ import soundfile as sf
 from rich.console import Console
 from rich.table import Table
 
+from coopasd.config import DetectConfig
+
 console = Console()
 
 
@@ -147,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="factory model; default: build a small one")
     parser.add_argument("--clip", type=Path, help="clip to send; default: white noise of the model's length")
-    parser.add_argument("--features", default="fusion", help="detector of the built model: fusion, learned, logmel")
+    parser.add_argument("--features", default=None, help="detector of the built model (default: the default one)")
     parser.add_argument("--seconds", type=float, default=2.0, help="clip length of the built model")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     parser.add_argument("--concurrency", default="1,4", help="comma-separated concurrency levels")
@@ -155,7 +157,8 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or build_model(Path(tmp), args.features, args.seconds)
+        features = args.features or DetectConfig().features
+        model = args.model or build_model(Path(tmp), features, args.seconds)
         health, size, results = measure_service(model, Path(tmp), levels, args.requests, args.time_cap, args.clip)
     table = Table(
         title=f"coopasd serve: factory '{health['factory']}', {health['features']} detector, "
