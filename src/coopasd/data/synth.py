@@ -360,15 +360,20 @@ class SynthSummary:
     anomaly_kinds: dict[str, list[str]]
 
 
-def _plan(cfg: SynthConfig) -> list[tuple[str, str, str, int]]:
-    """(split, domain, label, index) of every clip of one machine, in DCASE numbering."""
-    plan = [("train", "source", "normal", i) for i in range(cfg.train_source)]
-    plan += [("train", "target", "normal", i) for i in range(cfg.train_target)]
-    n_anom = cfg.test_per_domain // 2
+def clip_plan(train_source: int, train_target: int, test_per_domain: int) -> list[tuple[str, str, str, int]]:
+    """(split, domain, label, index) of every clip of one machine, in DCASE numbering (half of each
+    test domain anomalous); both plant families write their trees by it."""
+    plan = [("train", "source", "normal", i) for i in range(train_source)]
+    plan += [("train", "target", "normal", i) for i in range(train_target)]
+    n_anom = test_per_domain // 2
     for domain in ("source", "target"):
-        plan += [("test", domain, "normal", i) for i in range(cfg.test_per_domain - n_anom)]
+        plan += [("test", domain, "normal", i) for i in range(test_per_domain - n_anom)]
         plan += [("test", domain, "anomaly", i) for i in range(n_anom)]
     return plan
+
+
+def _plan(cfg: SynthConfig) -> list[tuple[str, str, str, int]]:
+    return clip_plan(cfg.train_source, cfg.train_target, cfg.test_per_domain)
 
 
 def generate(cfg: SynthConfig, out: Path, progress: Callable[[int], None] | None = None) -> SynthSummary:

@@ -35,7 +35,7 @@ from types import MappingProxyType
 import numpy as np
 from scipy import signal
 
-from coopasd.data.synth import SynthSummary, write_machine_tree
+from coopasd.data.synth import SynthSummary, clip_plan, write_machine_tree
 from coopasd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -617,14 +617,7 @@ def render_unseen_clip(
 
 # ---------------------------------------------------------------- writing a tree
 def _plan(cfg: UnseenPlantConfig) -> list[tuple[str, str, str, int]]:
-    """(split, domain, label, index) of every clip of one machine, in DCASE numbering."""
-    plan = [("train", "source", "normal", i) for i in range(cfg.train_source)]
-    plan += [("train", "target", "normal", i) for i in range(cfg.train_target)]
-    n_faulty = cfg.test_per_domain // 2
-    for domain in ("source", "target"):
-        plan += [("test", domain, "normal", i) for i in range(cfg.test_per_domain - n_faulty)]
-        plan += [("test", domain, "anomaly", i) for i in range(n_faulty)]
-    return plan
+    return clip_plan(cfg.train_source, cfg.train_target, cfg.test_per_domain)
 
 
 def unseen_clip_count(cfg: UnseenPlantConfig) -> int:
