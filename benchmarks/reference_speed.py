@@ -1,9 +1,11 @@
 """Our BEATs encoder against the reference code (SpeechBrain's port of the official BEATs, fetched
 from PyPI by the test oracle) on the same input, weights and threads: seconds per forward of each,
 alternating in one process, and the median ratio over the repeats; plus the largest feature
-difference. Ours runs each compute path: ``fast`` (the default: scaled_dot_product_attention and, in
-CPU inference, oneDNN's fused linear+GELU kernels), ``sdpa`` (fused attention only) and ``plain``
-(the hand-written softmax the reference also uses).
+difference. Ours runs each compute path: ``fast`` (the default; in CPU inference: oneDNN's fused
+linear+GELU kernels, q/k/v in one matmul, attention clip by clip in a reused buffer, the positional
+convolution through the FFT with the weight's spectrum kept, the patch embedding as one matmul),
+``sdpa`` (scaled_dot_product_attention only) and ``plain`` (the hand-written softmax the reference
+also uses).
 
     .venv/bin/python benchmarks/reference_speed.py [--preset base] [--clips 2] [--seconds 10]
         [--threads 2] [--repeats 5] [--mask]

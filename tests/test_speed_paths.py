@@ -222,3 +222,28 @@ def test_training_runs_under_bf16_autocast_on_cpu():
     assert np.isfinite(history[0].loss)
     assert model.encoder.layers[0].fc1.weight.dtype == torch.float32  # autocast leaves the weights fp32
     assert not torch.equal(model.encoder.layers[0].fc1.weight, before)
+
+
+def test_the_kept_conv_spectrum_follows_every_weight_change():
+    # Prepare: a first forward keeps the positional convolution's spectrum (float32 CPU inference)
+    torch.manual_seed(0)
+    model, other = BEATs(MICRO).eval(), BEATs(MICRO).eval()
+    conv = model.encoder.pos_conv[0]
+    x = waves(2, 8_000)
+
+    def fast_and_plain() -> tuple[torch.Tensor, torch.Tensor]:
+        out = each_path(model, lambda: model.extract_features(x)[0])
+        return out["fast"], out["plain"]
+
+    with torch.no_grad():
+        model.extract_features(x)
+        kept = conv._kept_response
+        # Execute: weights replaced without a version bump (.data =), then loaded in place
+        conv.weight_v.data = conv.weight_v.data * 1.5 + 0.01
+        replaced = fast_and_plain()
+        model.load_state_dict(other.state_dict())
+        loaded = fast_and_plain()
+    # Assert
+    assert kept is not None and conv._kept_response is not kept
+    assert rel_diff(*replaced) <= 1e-5
+    assert rel_diff(*loaded) <= 1e-5

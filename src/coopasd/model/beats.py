@@ -158,12 +158,16 @@ class BEATs(nn.Module):
             fbank = fbank_transform(fbank)
         if padding_mask is not None:
             padding_mask = self.forward_padding_mask(fbank, padding_mask)
-        x = self.patch_embedding(fbank.unsqueeze(1))  # (batch, embed, frames/16, 8)
-        x = self.layer_norm(x.flatten(2).transpose(1, 2))  # time-major patch order
+        fast = self.encoder.layers[0].self_attn.path == "fast"
+        if fast:
+            x = patch_matmul(fbank, self.patch_embedding)
+        else:
+            x = self.patch_embedding(fbank.unsqueeze(1)).flatten(2).transpose(1, 2)  # (batch, frames/16 * 8, embed)
+        x = self.layer_norm(x)  # time-major patch order
         if padding_mask is not None:
             padding_mask = self.forward_padding_mask(x, padding_mask)
         if self.post_extract_proj is not None:
-            onednn = self.encoder.layers[0].self_attn.path == "fast" and onednn_usable(x)
+            onednn = fast and onednn_usable(x)
             x = linear(self.post_extract_proj, x, onednn)
         return F.dropout(x, p=self.cfg.dropout_input, training=self.training), padding_mask
 
@@ -211,9 +215,10 @@ class BEATs(nn.Module):
 
     def set_path(self, path: ComputePath) -> BEATs:
         """How the layers compute (same results within float32 rounding): ``fast`` (default; fused
-        attention, and on CPU the positional convolution through the FFT and, in inference, oneDNN's
-        fused linear kernels), ``sdpa`` (fused attention only: portable, for tracing and ONNX export)
-        or ``plain`` (the reference's arithmetic)."""
+        attention, the patch embedding as one matmul, and on CPU the positional convolution through the
+        FFT and, in float32 inference, oneDNN's fused linear kernels, q/k/v in one matmul and the
+        attention clip by clip in a reused buffer), ``sdpa`` (fused attention only: portable, for
+        tracing and ONNX export) or ``plain`` (the reference's arithmetic)."""
         if path not in PATHS:
             raise ValueError(f"path '{path}' is not one of {', '.join(PATHS)}")
         for module in self.modules():
@@ -240,6 +245,17 @@ class BEATs(nn.Module):
             if isinstance(module, LoRALinear):
                 module.add_adapter(rank, alpha if alpha is not None else float(rank), generator)
         return [n for n, _ in self.named_parameters() if ".lora_" in n]
+
+
+def patch_matmul(fbank: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(fbank.unsqueeze(1))`` as ``(batch, patches, embed)`` in time-major patch order, computed
+    as one matmul: the conv's stride is its kernel, so each output is one patch dotted with the kernel
+    (oneDNN's convolution is several times slower on this shape). ``fbank``: ``(batch, frames, bins)``."""
+    side = conv.kernel_size[0]
+    batch, frames, bins = fbank.shape
+    t, f = frames // side, bins // side
+    patches = fbank[:, : t * side, : f * side].reshape(batch, t, side, f, side).transpose(2, 3)
+    return F.linear(patches.reshape(batch, t * f, side * side), conv.weight.reshape(conv.out_channels, -1), conv.bias)
 
 
 def pool(features: torch.Tensor, freq_patches: int, pooling: Pooling = "mean", mask: torch.Tensor | None = None):
