@@ -15,7 +15,8 @@ from coopasd.data.partition import parse_factories
 from coopasd.data.synth import SynthConfig, generate
 from coopasd.detect import FusedDetector, fit_detector
 from coopasd.model.checkpoint import initial_encoder
-from coopasd.participant import TrainedHead, build_factory_model
+from coopasd.participant import TrainedHead, build_factory_model, score_factory
+from coopasd.results import FactoryResult, ModeResult
 from coopasd.weighting import auc_weights, member_aucs, pseudo_anomalies, validation_split
 
 
@@ -119,8 +120,10 @@ def test_build_factory_model_validates_weights_and_keeps_every_clip_in_the_banks
     equal = build_factory_model(
         data[0], encoder, with_overrides(cfg, "detect", member_weights="equal"), TrainedHead(), {}
     )
+    summary = ModeResult.of_factories("local", [FactoryResult(model, score_factory(model, data[0]))], {}).summary()
     # Assert
     assert sorted(model.detectors) == ["fan/00", "valve/00"]
+    assert summary["member_weights"] == {key: det.weights for key, det in model.detectors.items()}
     for key, det in model.detectors.items():
         assert set(det.weights) == {"learned", "logmel"} and sum(det.weights.values()) == pytest.approx(1.0)
         assert all(w >= 0 for w in det.weights.values())
