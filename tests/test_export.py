@@ -20,7 +20,7 @@ from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.data.synth import SynthConfig, generate
-from coopasd.detect import KnnDetector
+from coopasd.detect import FusedDetector, KnnDetector
 from coopasd.export import MemberScorer
 from coopasd.model.checkpoint import initial_encoder
 from coopasd.participant import TrainedHead, build_factory_model
@@ -29,6 +29,7 @@ from coopasd.scoring import load_model, score_wave
 from tests.test_cli import run_cli
 
 SECTIONS = ("fan/00", "valve/00")
+WEIGHTS = {"learned": 0.8, "logmel": 0.2}  # the "weighted" variant's member weights
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def factory(tmp_path_factory) -> dict:
         ),
         "density": with_overrides(cfg, "detect", normalize="density", density_k=2),
         "aisfx": with_overrides(cfg, "detect", features="aisfx+logmel"),  # a frozen member
+        "weighted": cfg,  # the fusion detector with member weights (set below)
     }
     paths = {}
     for name, run_cfg in variants.items():
@@ -59,6 +61,10 @@ def factory(tmp_path_factory) -> dict:
             if ".lora_b" in param_name:  # adapters start at zero: make them count
                 param.data.normal_(0.0, 0.05, generator=generator)
         model = build_factory_model(data[0], encoder, run_cfg, TrainedHead(), {"mode": "test"})
+        if name == "weighted":
+            model.detectors = {
+                key: FusedDetector(det.members, det.threshold_quantile, WEIGHTS) for key, det in model.detectors.items()
+            }
         paths[name] = save_model(root / name / "plant.pt", model)
     clips = {s: sorted((root / "data" / s.split("/")[0] / "test").glob("*.wav"))[:3] for s in SECTIONS}
     return {"root": root, "models": paths, "clips": clips}
@@ -86,7 +92,7 @@ def export(monkeypatch, capsys, model: Path, fmt: str, out: Path, *extra: str) -
     return text
 
 
-@pytest.mark.parametrize("variant", ["fusion", "cosine_lora", "density"])
+@pytest.mark.parametrize("variant", ["fusion", "cosine_lora", "density", "weighted"])
 def test_safetensors_scored_without_torch_equals_the_score_command(factory, variant, tmp_path, monkeypatch, capsys):
     # Prepare
     want = score_command(factory["models"][variant], factory["clips"])
@@ -112,11 +118,13 @@ def test_safetensors_scored_without_torch_equals_the_score_command(factory, vari
         assert got["scores"][key][1] == decisions.tolist()
 
 
-def test_torchscript_per_section_equals_the_score_command(factory, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("variant", ["fusion", "weighted"])
+def test_torchscript_per_section_equals_the_score_command(factory, variant, tmp_path, monkeypatch, capsys):
     # Prepare
-    want = score_command(factory["models"]["fusion"], factory["clips"])
+    want = score_command(factory["models"][variant], factory["clips"])
+    plain = score_command(factory["models"]["fusion"], factory["clips"])
     # Execute: several sections -> one file each, named after the section
-    export(monkeypatch, capsys, factory["models"]["fusion"], "torchscript", tmp_path / "plant.pt")
+    export(monkeypatch, capsys, factory["models"][variant], "torchscript", tmp_path / "plant.pt")
     # Assert
     for key, (waves, scores, decisions) in want.items():
         extra = {"coopasd.json": ""}
@@ -127,8 +135,11 @@ def test_torchscript_per_section_equals_the_score_command(factory, tmp_path, mon
         assert got_decisions.tolist() == decisions.tolist()
         meta = json.loads(extra["coopasd.json"])
         assert meta["section"] == key and meta["sections"][key]["threshold"] == pytest.approx(
-            load_model(factory["models"]["fusion"]).detectors[key].threshold
+            load_model(factory["models"][variant]).detectors[key].threshold
         )
+        weights = WEIGHTS if variant == "weighted" else {"learned": 0.5, "logmel": 0.5}
+        assert meta["sections"][key]["weights"] == pytest.approx(weights)
+        assert (variant == "weighted") == (not np.allclose(scores, plain[key][1], rtol=1e-4))
 
 
 def test_torchscript_carries_a_frozen_member_and_safetensors_refuses_it(factory, tmp_path, monkeypatch, capsys):
@@ -163,11 +174,11 @@ def test_onnx_whole_scoring_graph_equals_the_score_command(factory, tmp_path, mo
     import onnxruntime
 
     # Prepare
-    want = score_command(factory["models"]["fusion"], factory["clips"])
+    want = score_command(factory["models"]["weighted"], factory["clips"])  # fusion with member weights
     out = tmp_path / "fan.onnx"
     waves, scores, decisions = want["fan/00"]
     # Execute: one section, asked by machine name
-    export(monkeypatch, capsys, factory["models"]["fusion"], "onnx", out, "--section", "fan")
+    export(monkeypatch, capsys, factory["models"]["weighted"], "onnx", out, "--section", "fan")
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got_scores, got_decisions = session.run(None, {"waveform": waves.astype(np.float32)})
     one, _ = session.run(None, {"waveform": waves[:1].astype(np.float32)})  # any batch size

@@ -208,9 +208,12 @@ class DetectConfig:
     kmeans_clusters: int = 16  # [centroids] per section, when source_bank = "kmeans"
     target_mix: int = 0  # [mixes per clip] target bank += 0.5 * (t + s) for each target clip and its N nearest sources
     threshold_quantile: float = 0.9  # [quantile] of the gamma fit to training scores: the decision threshold
+    member_weights: Literal["equal", "validated"] = "equal"  # mean, or weights: held-back normals vs pseudo-anomalies
+    validation_share: float = 0.25  # [fraction] "validated": each domain's normal training clips held back
 
     def __post_init__(self) -> None:
         detector_members(self.features)
+        _fraction(self, "detect", "validation_share", low_open=True, high_open=True)
         _k(self, "detect")
         _k(self, "detect", "density_k")
         _at_least(self, "detect", "kmeans_clusters", 1)

@@ -401,26 +401,47 @@ def detector_from_state(state: dict) -> KnnDetector:
 
 
 class FusedDetector:
-    """Mean of several kNN detectors' normalized scores (e.g. learned embeddings + log-mel statistics).
+    """Mean, or weighted mean, of several kNN detectors' normalized scores (e.g. learned embeddings +
+    log-mel statistics).
 
     Each member's scores are already on a common scale (distance / the bank's leave-one-out
-    median), so their mean needs no test statistics. The threshold comes from the members'
-    leave-one-out training scores, combined the same way.
+    median), so their mean needs no test statistics. ``weights`` (member -> weight, summing to 1;
+    None = the plain mean) come from normal training clips only (:mod:`coopasd.weighting`). The
+    threshold comes from the members' leave-one-out training scores, combined the same way.
     """
 
-    def __init__(self, members: dict[str, KnnDetector], threshold_quantile: float = 0.9) -> None:
+    def __init__(
+        self,
+        members: dict[str, KnnDetector],
+        threshold_quantile: float = 0.9,
+        weights: dict[str, float] | None = None,
+    ) -> None:
         if not members:
             raise ValueError("a fused detector needs at least one member")
+        if weights is not None and (set(weights) != set(members) or not np.isclose(sum(weights.values()), 1.0)):
+            raise ValueError(f"member weights {weights} must name the members {sorted(members)} and sum to 1")
         self.members = members
         self.threshold_quantile = threshold_quantile
+        self.weights = None if weights is None else {name: float(weights[name]) for name in members}
         self.threshold = members[next(iter(members))]._fit_threshold(self.training_scores())
 
+    def member_weight(self, name: str) -> float:
+        """The weight of member ``name`` in the fused score (1 / members where no weights were decided)."""
+        return 1.0 / len(self.members) if self.weights is None else self.weights[name]
+
+    def _fuse(self, scores: list[np.ndarray]) -> np.ndarray:
+        """Member scores (in ``members`` order, each ``(n,)``) -> fused ``(n,)``."""
+        if self.weights is None:
+            return np.mean(scores, axis=0)
+        stacked = np.stack(scores)
+        return np.tensordot(np.array(list(self.weights.values()), dtype=stacked.dtype), stacked, axes=1)
+
     def training_scores(self) -> np.ndarray:
-        return np.mean([m.training_scores() for m in self.members.values()], axis=0)
+        return self._fuse([m.training_scores() for m in self.members.values()])
 
     def score(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """``features``: member name -> ``(n, d)`` features of the same clips."""
-        return np.mean([m.score(features[name]) for name, m in self.members.items()], axis=0)
+        return self._fuse([m.score(features[name]) for name, m in self.members.items()])
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return (np.asarray(scores) > self.threshold).astype(np.int64)
@@ -430,14 +451,18 @@ class FusedDetector:
             "members": {k: detector_state(m) for k, m in self.members.items()},
             "threshold": self.threshold,
             "threshold_quantile": self.threshold_quantile,
+            "weights": None if self.weights is None else dict(self.weights),
         }
 
     @classmethod
     def from_state(cls, state: dict) -> FusedDetector:
+        """A detector from :meth:`state` (states saved before member weights existed load as the plain mean)."""
         obj = cls.__new__(cls)
         obj.members = {k: detector_from_state(v) for k, v in state["members"].items()}
         obj.threshold_quantile = state["threshold_quantile"]
         obj.threshold = float(state["threshold"])
+        weights = state.get("weights")
+        obj.weights = None if weights is None else {name: float(weights[name]) for name in obj.members}
         return obj
 
 
@@ -479,10 +504,16 @@ def require_distinct(det: KnnDetector, n_clips: int) -> KnnDetector:
 
 
 def fit_detector(
-    features: dict[str, np.ndarray], is_target: np.ndarray, cfg: DetectConfig, name: str = "section"
+    features: dict[str, np.ndarray],
+    is_target: np.ndarray,
+    cfg: DetectConfig,
+    name: str = "section",
+    weights: dict[str, float] | None = None,
 ) -> FusedDetector:
     """Fit one member per feature set on a section's normal training clips (source and target banks).
 
+    ``weights``: each member's share of the fused score (None: the plain mean; see
+    :func:`coopasd.weighting.validated_weights`).
     ``name`` (``machine/section``) is what warnings and errors name. Raises :class:`DetectorError`
     when the section has no source-domain clips or fewer than two distinct clips.
     """
@@ -496,7 +527,7 @@ def fit_detector(
     for member, feats in features.items():
         det = KnnDetector(member_settings(member, cfg)).fit(feats[~is_target], feats[is_target], f"{name} {member}")
         members[member] = require_distinct(det, len(feats))
-    return FusedDetector(members, cfg.threshold_quantile)
+    return FusedDetector(members, cfg.threshold_quantile, weights)
 
 
 @dataclass
@@ -586,6 +617,9 @@ class FactoryModel:
             raise CheckpointError(f"{path}: not a usable factory model ({type(err).__name__}: {err})") from err
         for key, det in model.detectors.items():
             scales = [v for m in det.members.values() for v in m.scales.values()]
+            weights = [det.member_weight(name) for name in det.members]
             if np.isnan(det.threshold) or not all(np.isfinite(v) and v > 0 for v in scales):
                 raise CheckpointError(f"{path}: detector {key} holds a threshold or scale that is not a valid number")
+            if not all(np.isfinite(w) and w >= 0 for w in weights) or not np.isclose(sum(weights), 1.0):
+                raise CheckpointError(f"{path}: detector {key} holds member weights that are not shares summing to 1")
         return model

@@ -7,8 +7,8 @@ leave-one-out scales, thresholds) of each machine type and section:
   section keys, thresholds, scales, the fbank settings). :mod:`coopasd.plant_scorer` scores with it
   using only numpy and safetensors (no torch).
 - ``onnx``: the whole scoring graph of one section, ``waveform (batch, samples) -> score (batch,),
-  decision (batch,)``: Kaldi fbank, BEATs encoder, pooling, kNN distances to both banks, fusion,
-  threshold. One file per section.
+  decision (batch,)``: Kaldi fbank, BEATs encoder, pooling, kNN distances to both banks, fusion
+  (the members' mean, or their weighted mean), threshold. One file per section.
 - ``torchscript``: the same scoring module, traced (``torch.jit.load`` + call). One file per section.
 
 The waveform is what ``coopasd score`` feeds its model: mono, ``data.sample_rate`` Hz,
@@ -118,6 +118,7 @@ class SectionScorer(nn.Module):
         self.pooling = model.model_cfg.pooling
         self.layer = model.model_cfg.layer
         self.threshold = float(det.threshold)
+        self.weights = None if det.weights is None else [det.weights[name] for name in self.member_names]
 
     def forward(self, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores = []
@@ -131,7 +132,11 @@ class SectionScorer(nn.Module):
             else:
                 x = logmel_moments(waves)
             scores.append(self.members[name](x))
-        score = torch.stack(scores).mean(dim=0)
+        stacked = torch.stack(scores)
+        if self.weights is None:  # the plain mean, as FusedDetector without member weights
+            score = stacked.mean(dim=0)
+        else:
+            score = (stacked * torch.tensor(self.weights, dtype=stacked.dtype).unsqueeze(1)).sum(dim=0)
         return score, (score > self.threshold).to(torch.int64)
 
 
@@ -165,6 +170,7 @@ def _section_meta(det: FusedDetector) -> dict:
     return {
         "threshold": float(det.threshold),
         "threshold_quantile": float(det.threshold_quantile),
+        "weights": {name: det.member_weight(name) for name in det.members},  # each member's share of the score
         "members": {
             name: {
                 "config": dataclasses.asdict(m.config),

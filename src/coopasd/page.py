@@ -274,6 +274,8 @@ def what_was_run(mode: str, summary: Mapping, cfg: RunConfig | None) -> str:
         names = {"learned": "the learned embedding", "logmel": "log-mel statistics", "aisfx": "the frozen aiSFX CNN"}
         detector = " averaged with ".join(names[m] for m in detector_members(cfg.detect.features))
         text += f"; each factory then scores clips by nearest-neighbour distance to its own normal clips on {detector}"
+        if cfg.detect.member_weights == "validated":
+            text += " (weighted per section by how well each separates held-back normal clips from pseudo-anomalies)"
         seconds = cfg.data.seconds
         text += f" (clips cropped or tiled to {seconds:g} s)" if seconds else " (whole clips, no crop)"
     return text + "."

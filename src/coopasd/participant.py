@@ -24,6 +24,7 @@ from coopasd.evaluation import SectionScores
 from coopasd.model.encoders import Encoder
 from coopasd.results import FactoryResult
 from coopasd.train import EpochStats, TrainingSet, make_head, steps_per_run, train_local
+from coopasd.weighting import validated_weights
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -96,11 +97,23 @@ def build_factory_model(
 ) -> FactoryModel:
     """Memory banks of the factory's normal clips per machine type and section, with ``encoder``."""
     frozen = frozen_encoders(cfg.detect)
-    features = clip_features(encoder, data.train_waves, cfg.model, cfg.detect, cfg.train.device, frozen)
-    detectors = {}
-    for (machine, section), _, rows in _sections(data.train_clips):
-        key = section_key(machine, section)
-        detectors[key] = fit_detector({k: v[rows] for k, v in features.items()}, data.is_target[rows], cfg.detect, key)
+
+    def featurize(waves: np.ndarray) -> dict[str, np.ndarray]:
+        return clip_features(encoder, waves, cfg.model, cfg.detect, cfg.train.device, frozen)
+
+    features = featurize(data.train_waves)
+    sections = {section_key(machine, section): rows for (machine, section), _, rows in _sections(data.train_clips)}
+    weights = {}
+    if cfg.detect.member_weights == "validated":
+        weights = validated_weights(
+            sections, data.train_waves, data.is_target, features, featurize, cfg.detect, cfg.train.seed
+        )
+    detectors = {
+        key: fit_detector(
+            {k: v[rows] for k, v in features.items()}, data.is_target[rows], cfg.detect, key, weights.get(key)
+        )
+        for key, rows in sections.items()
+    }
     return FactoryModel(
         data.factory.name, encoder, cfg.model, cfg.detect, cfg.data, detectors, head.classes, head.state, meta, frozen
     )

@@ -218,11 +218,13 @@ class PlantScorer:
         waves = np.atleast_2d(np.asarray(waves, dtype=np.float64))
         sec = self.meta["sections"][section]
         features = {"learned": self.learned, "logmel": self.logmel}
-        scores = np.mean(
-            [
-                self._member_score(features[name](waves), f"sections.{section}.{name}", member)
-                for name, member in sec["members"].items()
-            ],
-            axis=0,
-        )
+        per_member = [
+            self._member_score(features[name](waves), f"sections.{section}.{name}", member)
+            for name, member in sec["members"].items()
+        ]
+        weights = sec.get("weights")  # each member's share; exports made before member weights: the plain mean
+        if weights is None:
+            scores = np.mean(per_member, axis=0)
+        else:
+            scores = np.tensordot([weights[name] for name in sec["members"]], np.stack(per_member), axes=1)
         return scores, (scores > sec["threshold"]).astype(np.int64)

@@ -50,16 +50,21 @@ class ModeResult:
 
     def summary(self) -> dict | None:
         """``metrics.json``'s content, or None where every test label is hidden: the metrics, the
-        skipped clips, the mode, each section's decision threshold (``"machine/section"``) and ``extra``."""
+        skipped clips, the mode, each section's decision threshold (``"machine/section"``), each section's
+        member weights where they were validated, and ``extra``."""
         sections = self.run.section_metrics()
         if not sections:
             return None
         thresholds = {
             f"{s.machine_type}/{s.section}": float(s.threshold) for s in self.run.sections if np.isfinite(s.threshold)
         }
+        weights = {  # [detect] member_weights = "validated": each section's member weights
+            key: dict(det.weights) for m in self.models for key, det in m.detectors.items() if det.weights is not None
+        }
         return (
             summarize(sections)
             | {"skipped_clips": list(self.run.skipped), "mode": self.mode, "thresholds": thresholds}
+            | ({"member_weights": weights} if weights else {})
             | self.extra
         )
 
