@@ -19,12 +19,7 @@ def pretrain_command(
     epochs: int = typer.Option(12, help="Training epochs."),
     seed: int = typer.Option(0, help="Corpus and training seed."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    family: list[str] = typer.Option(
-        ["procedural"],
-        "--family",
-        help="Corpus source, repeatable: procedural, dev, unseen (a plant family's normal training clips, "
-        "plant seed 1000 + --seed). Default: procedural only.",
-    ),
+    family: list[str] = typer.Option(["procedural"], help="Corpus source (repeatable): procedural, dev, unseen."),
 ) -> None:
     """Generate the corpus, pre-train, and write the checkpoint plus its record (command, corpus, hash)."""
     from coopasd.errors import OutputError
