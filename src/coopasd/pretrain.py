@@ -21,6 +21,7 @@ import torch
 
 from coopasd.config import ModelConfig, TrainConfig
 from coopasd.data.corpus import CorpusConfig, generate_corpus
+from coopasd.data.family_corpus import GENERATORS, family_classes, family_plant_seed
 from coopasd.model.beats import BEATs, Pooling, preset
 from coopasd.model.checkpoint import checkpoint_bytes
 from coopasd.train import TrainingSet, make_head, steps_per_run, train_local
@@ -42,10 +43,20 @@ class PretrainConfig:
     half_precision: bool = True  # store float16 weights (half the file; loaded back as float32)
 
     @classmethod
-    def of(cls, preset: str, kinds: int, clips: int, epochs: int, seed: int, device: str) -> PretrainConfig:
+    def of(
+        cls,
+        preset: str,
+        kinds: int,
+        clips: int,
+        epochs: int,
+        seed: int,
+        device: str,
+        families: tuple[str, ...] = ("procedural",),
+    ) -> PretrainConfig:
         """The ``coopasd pretrain`` options as a config (the other settings at their defaults)."""
         train = dataclasses.replace(cls().train, epochs=epochs, seed=seed, device=device)
-        return cls(preset=preset, corpus=CorpusConfig(kinds=kinds, clips_per_class=clips, seed=seed), train=train)
+        corpus = CorpusConfig(kinds=kinds, clips_per_class=clips, seed=seed, families=families)
+        return cls(preset=preset, corpus=corpus, train=train)
 
 
 def pretrain(
@@ -69,9 +80,12 @@ def pretrain(
     meta = {
         "command": command,
         "preset": cfg.preset,
-        "corpus": dataclasses.asdict(cfg.corpus) | {"generator": "coopasd.data.corpus", "clips": cfg.corpus.n_clips},
+        "corpus": dataclasses.asdict(cfg.corpus)
+        | {"generator": "coopasd.data.corpus", "clips": cfg.corpus.n_clips}
+        | ({"plants": _plant_record(cfg.corpus)} if cfg.corpus.plant_families else {}),
         "train": dataclasses.asdict(cfg.train),
-        "objective": "ArcFace over kind x condition classes + pseudo-anomaly classes",
+        "objective": "ArcFace over kind x condition classes + pseudo-anomaly classes"
+        + (" + plant (machine type x attributes) classes" if cfg.corpus.plant_families else ""),
         "final_accuracy": history[-1].accuracy,
         "history": [dataclasses.asdict(h) for h in history],
         "seconds": round(time.time() - start, 1),
@@ -80,6 +94,20 @@ def pretrain(
         "dtype": "float16" if cfg.half_precision else "float32",
     }
     return checkpoint_bytes(encoder.cfg.to_dict(), state, meta), meta
+
+
+def _plant_record(corpus: CorpusConfig) -> dict[str, dict]:
+    """What each plant family added to the corpus (for the checkpoint's record)."""
+    return {
+        family: {
+            "generator": GENERATORS[family],
+            "plant_seed": family_plant_seed(corpus.seed),
+            "clips": "normal training clips only",
+            "classes": len(family_classes(family)),
+            "n_clips": len(family_classes(family)) * corpus.clips_per_class,
+        }
+        for family in corpus.plant_families
+    }
 
 
 def pretrain_steps(cfg: PretrainConfig) -> int:

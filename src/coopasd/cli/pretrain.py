@@ -1,4 +1,4 @@
-"""``coopasd pretrain``: pre-train the tiny backbone on the procedural corpus."""
+"""``coopasd pretrain``: pre-train the tiny backbone on the procedural corpus (optionally plus plant families)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def pretrain_command(
     epochs: int = typer.Option(12, help="Training epochs."),
     seed: int = typer.Option(0, help="Corpus and training seed."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    family: list[str] = typer.Option(["procedural"], help="Corpus source (repeatable): procedural, dev, unseen."),
 ) -> None:
     """Generate the corpus, pre-train, and write the checkpoint plus its record (command, corpus, hash)."""
     from coopasd.errors import OutputError
@@ -27,7 +28,7 @@ def pretrain_command(
 
     if out.is_dir():
         raise OutputError(f"{out}: is a folder; give a file name")
-    cfg = PretrainConfig.of(preset, kinds, clips, epochs, seed, device)
+    cfg = PretrainConfig.of(preset, kinds, clips, epochs, seed, device, tuple(family))
     command = "coopasd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress_bar("generating corpus", cfg.corpus.n_clips) as corpus_advance:
         with progress_bar("pre-training", pretrain_steps(cfg)) as train_advance:

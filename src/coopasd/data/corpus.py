@@ -6,6 +6,11 @@ kind runs in several *operating conditions* (speed and load), heard through rand
 microphones (gain and spectral tilt) over random plant backgrounds. Kinds come from a seed
 space (``CORPUS_SEED_OFFSET`` and up) and a generator that the evaluation machines of
 :mod:`coopasd.data.synth` never use, so pre-training never sees an evaluation sound.
+
+``CorpusConfig.families`` names what the corpus draws from: ``procedural`` (the above, the default)
+and the plant families ``dev`` and ``unseen`` (:mod:`coopasd.data.family_corpus`: normal training
+clips of a plant seeded apart from the evaluation plants), for leave-one-family-out pre-training.
+Family classes follow the procedural ones, in the order the families are named.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from coopasd.config import SAMPLE_RATE
+from coopasd.data.family_corpus import PLANT_FAMILIES, family_classes, generate_family_clips
+from coopasd.errors import ConfigError
 
 CORPUS_SEED_OFFSET = 1_000_003  # every corpus seed lies above the seeds synth uses by default
 
@@ -30,10 +37,27 @@ class CorpusConfig:
     seconds: float = 1.0  # clip length
     sample_rate: int = SAMPLE_RATE  # Hz
     seed: int = 0  # corpus seed (offset by CORPUS_SEED_OFFSET)
+    families: tuple[str, ...] = ("procedural",)  # sources of clips: procedural, dev, unseen (plant families)
+
+    def __post_init__(self) -> None:
+        allowed = ("procedural", *PLANT_FAMILIES)
+        unknown = [f for f in self.families if f not in allowed]
+        if unknown or not self.families or len(set(self.families)) != len(self.families):
+            raise ConfigError(
+                f"corpus families must be distinct names from {', '.join(allowed)}; got {', '.join(self.families)}"
+            )
+
+    @property
+    def plant_families(self) -> tuple[str, ...]:
+        return tuple(f for f in self.families if f != "procedural")
+
+    @property
+    def n_procedural_classes(self) -> int:
+        return self.kinds * self.conditions if "procedural" in self.families else 0
 
     @property
     def n_classes(self) -> int:
-        return self.kinds * self.conditions
+        return self.n_procedural_classes + sum(len(family_classes(f)) for f in self.plant_families)
 
     @property
     def n_clips(self) -> int:
@@ -110,13 +134,22 @@ def _noise_mix(x: np.ndarray, rng, sr: int, tilt: float) -> np.ndarray:
 
 
 def generate_corpus(cfg: CorpusConfig, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All clips ``(n, samples)`` and their class ids ``(n,)`` = kind * conditions + condition."""
+    """All clips ``(n, samples)`` and their class ids ``(n,)``: procedural ``kind * conditions + condition``
+    first, then each plant family's classes (offset by the classes before them)."""
     waves, labels = [], []
-    for kind in range(cfg.kinds):
-        for condition in range(cfg.conditions):
-            for index in range(cfg.clips_per_class):
-                waves.append(render_corpus_clip(cfg, kind, condition, index))
-                labels.append(kind * cfg.conditions + condition)
-            if progress:
-                progress(cfg.clips_per_class)
-    return np.stack(waves), np.array(labels)
+    if "procedural" in cfg.families:
+        for kind in range(cfg.kinds):
+            for condition in range(cfg.conditions):
+                for index in range(cfg.clips_per_class):
+                    waves.append(render_corpus_clip(cfg, kind, condition, index))
+                    labels.append(kind * cfg.conditions + condition)
+                if progress:
+                    progress(cfg.clips_per_class)
+    parts, offset = [(np.stack(waves), np.array(labels))] if waves else [], cfg.n_procedural_classes
+    for family in cfg.plant_families:
+        family_waves, family_labels = generate_family_clips(
+            family, cfg.clips_per_class, cfg.seed, cfg.seconds, cfg.sample_rate, progress
+        )
+        parts.append((family_waves, family_labels + offset))
+        offset += len(family_classes(family))
+    return np.concatenate([w for w, _ in parts]), np.concatenate([y for _, y in parts])
