@@ -168,3 +168,29 @@ def test_resume_after_the_server_is_killed_gives_the_same_final_model(tmp_path, 
     assert resumed["final_hash"] == reference["final_hash"]
     ckpt = GlobalCheckpoint.load(out / "checkpoints" / "latest.pt")
     assert params_hash(ckpt.params) == reference["final_hash"]
+
+
+def test_flowers_run_simulation_notice_is_dropped_and_its_other_warnings_are_kept():
+    import logging
+
+    from flwr.supercore.logger import warn_deprecated_feature
+
+    from coopasd.federation.simulation import RunSimulationNotice, _quiet_flower
+
+    # Prepare: a handler on flwr's logger sees what its console handler would print
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    flower = logging.getLogger("flwr")
+    flower.addHandler(handler)
+    try:
+        _quiet_flower()
+        _quiet_flower()  # twice, as two runs in one process would: still one filter
+        # Execute: what flwr 1.42's run_simulation logs on every call, and another deprecation
+        warn_deprecated_feature("The `run_simulation` function is deprecated and will be removed in a future version")
+        warn_deprecated_feature("The `some_other_api` is going away")
+    finally:
+        flower.removeHandler(handler)
+    # Assert
+    assert len(seen) == 1 and "some_other_api" in seen[0]
+    assert sum(isinstance(f, RunSimulationNotice) for f in flower.filters) == 1

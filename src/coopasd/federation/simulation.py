@@ -22,10 +22,25 @@ from coopasd.report import FEDERATION_FILE, read_factory_result, read_json
 from coopasd.results import FactoryResult
 
 
+class RunSimulationNotice(logging.Filter):
+    """Drops flwr 1.42's "DEPRECATED FEATURE: `run_simulation`" warning, printed with raw ANSI codes on
+    every run. We call ``run_simulation`` on purpose: its replacement, ``flwr run``, starts a SuperLink
+    daemon and builds a per-run environment, which an offline one-machine run cannot use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
+RUN_SIMULATION_NOTICE = RunSimulationNotice()
+
+
 def _quiet_flower() -> None:
-    """Importing flwr sets its logger to DEBUG; keep its per-round INFO chatter out unless we log debug."""
+    """Importing flwr sets its logger to DEBUG; keep its per-round INFO chatter out unless we log debug,
+    and the ``run_simulation`` deprecation notice out always."""
     debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
-    logging.getLogger("flwr").setLevel(logging.DEBUG if debug else logging.WARNING)
+    flower = logging.getLogger("flwr")
+    flower.setLevel(logging.DEBUG if debug else logging.WARNING)
+    flower.addFilter(RUN_SIMULATION_NOTICE)  # a no-op when it is already there
 
 
 def confine_ray() -> dict[str, str]:
