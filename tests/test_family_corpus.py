@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import coopasd.data.family_corpus as family_corpus
+import coopasd.data.families as families
 from coopasd.data.corpus import CorpusConfig, generate_corpus, render_corpus_clip
 from coopasd.data.family_corpus import FAMILY_SEED_OFFSET, family_classes, generate_family_clips
 from coopasd.data.synth import MACHINES, SynthConfig, render_clip
@@ -18,15 +18,16 @@ from tests.test_cli import run_cli
 
 
 def _spy(monkeypatch, name: str) -> list[tuple]:
-    """Record (seed, machine, split, domain, label, index, attrs, wave) of every clip the family corpus renders."""
-    real, calls = getattr(family_corpus, name), []
+    """Record (seed, machine, split, domain, label, index, attrs, wave) of every clip the family corpus renders
+    (through :func:`coopasd.data.families.render_plant_clip`, which calls the family's ``name``)."""
+    real, calls = getattr(families, name), []
 
     def spy(cfg, machine, split, domain, label, index):
         wave, attrs, kind = real(cfg, machine, split, domain, label, index)
         calls.append((cfg.seed, machine, split, domain, label, index, attrs, wave))
         return wave, attrs, kind
 
-    monkeypatch.setattr(family_corpus, name, spy)
+    monkeypatch.setattr(families, name, spy)
     return calls
 
 

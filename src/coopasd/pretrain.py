@@ -21,7 +21,7 @@ import torch
 
 from coopasd.config import ModelConfig, TrainConfig
 from coopasd.data.corpus import CorpusConfig, generate_corpus
-from coopasd.data.family_corpus import GENERATORS, family_classes, family_plant_seed
+from coopasd.data.family_corpus import family_classes, family_plant_seed, generator_module
 from coopasd.model.beats import BEATs, Pooling, preset
 from coopasd.model.checkpoint import checkpoint_bytes
 from coopasd.train import TrainingSet, make_head, steps_per_run, train_local
@@ -100,7 +100,7 @@ def _plant_record(corpus: CorpusConfig) -> dict[str, dict]:
     """What each plant family added to the corpus (for the checkpoint's record)."""
     return {
         family: {
-            "generator": GENERATORS[family],
+            "generator": generator_module(family),
             "plant_seed": family_plant_seed(corpus.seed),
             "clips": "normal training clips only",
             "classes": len(family_classes(family)),

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from coopasd.config import SAMPLE_RATE
-from coopasd.data.family_corpus import PLANT_FAMILIES, family_classes, generate_family_clips
+from coopasd.data.families import FAMILIES
+from coopasd.data.family_corpus import family_classes, generate_family_clips
 from coopasd.errors import ConfigError
 
 CORPUS_SEED_OFFSET = 1_000_003  # every corpus seed lies above the seeds synth uses by default
@@ -40,7 +41,7 @@ class CorpusConfig:
     families: tuple[str, ...] = ("procedural",)  # sources of clips: procedural, dev, unseen (plant families)
 
     def __post_init__(self) -> None:
-        allowed = ("procedural", *PLANT_FAMILIES)
+        allowed = ("procedural", *FAMILIES)
         unknown = [f for f in self.families if f not in allowed]
         if unknown or not self.families or len(set(self.families)) != len(self.families):
             raise ConfigError(

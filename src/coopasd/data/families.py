@@ -4,12 +4,20 @@ reporting only)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from coopasd.data.synth import SynthConfig, SynthSummary, clip_count, generate
-from coopasd.data.unseen_plant import UnseenPlantConfig, generate_unseen_plant, unseen_clip_count
+import numpy as np
+
+from coopasd.data.synth import MACHINES, SynthConfig, SynthSummary, clip_count, generate, render_clip
+from coopasd.data.unseen_plant import (
+    UNSEEN_MACHINES,
+    UnseenPlantConfig,
+    generate_unseen_plant,
+    render_unseen_clip,
+    unseen_clip_count,
+)
 from coopasd.errors import OutputError
 
 Family = Literal["dev", "unseen"]
@@ -20,6 +28,20 @@ def plant_config(family: Family, machines: tuple[str, ...] = (), **settings: Any
     """The family's config with ``settings``; no ``machines`` = the family's default machine types."""
     cls = UnseenPlantConfig if family == "unseen" else SynthConfig
     return cls(machines=machines or cls.machines, **settings)  # type: ignore[arg-type]
+
+
+def machine_specs(family: Family) -> Mapping[str, Any]:
+    """Machine type -> its spec (``source_attrs``, ``target_attrs``, ...) in the family's generator."""
+    return UNSEEN_MACHINES if family == "unseen" else MACHINES
+
+
+def render_plant_clip(
+    cfg: SynthConfig | UnseenPlantConfig, machine: str, split: str, domain: str, label: str, index: int
+) -> tuple[np.ndarray, dict[str, str], str | None]:
+    """One clip of ``cfg``'s family: waveform ``(samples,)`` float32, its attributes and anomaly kind."""
+    if isinstance(cfg, UnseenPlantConfig):
+        return render_unseen_clip(cfg, machine, split, domain, label, index)
+    return render_clip(cfg, machine, split, domain, label, index)
 
 
 def plant_clip_count(cfg: SynthConfig | UnseenPlantConfig) -> int:

@@ -22,13 +22,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from coopasd.data.synth import MACHINES, SynthConfig, render_clip
-from coopasd.data.unseen_plant import UNSEEN_MACHINES, UnseenPlantConfig, render_unseen_clip
+from coopasd.data.families import FAMILIES, machine_specs, plant_config, render_plant_clip
 from coopasd.errors import ConfigError
 
 FAMILY_SEED_OFFSET = 1000  # a family's corpus plant is seeded FAMILY_SEED_OFFSET + corpus seed (evaluation: 0)
-PLANT_FAMILIES = ("dev", "unseen")  # plant families a corpus can draw from (besides "procedural")
-GENERATORS = {"dev": "coopasd.data.synth", "unseen": "coopasd.data.unseen_plant"}
 FamilyClass = tuple[str, str, tuple[tuple[str, str], ...]]  # (machine, domain, ((attribute, value), ...))
 
 
@@ -39,12 +36,11 @@ def _combinations(options) -> list[tuple[tuple[str, str], ...]]:
 
 def family_classes(family: str) -> list[FamilyClass]:
     """The family's classes in label order: per machine type, the source then the target attribute combinations."""
-    if family not in PLANT_FAMILIES:
-        raise ConfigError(f"unknown plant family {family!r}; choose from {', '.join(PLANT_FAMILIES)}")
-    specs = MACHINES if family == "dev" else UNSEEN_MACHINES
-    default_machines = SynthConfig.machines if family == "dev" else UnseenPlantConfig.machines
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown plant family {family!r}; choose from {', '.join(FAMILIES)}")
+    specs = machine_specs(family)
     classes: list[FamilyClass] = []
-    for machine in default_machines:
+    for machine in plant_config(family).machines:  # the family's default machine types
         spec = specs[machine]
         for domain, options in (("source", spec.source_attrs), ("target", spec.target_attrs)):
             classes += [(machine, domain, combo) for combo in _combinations(options)]
@@ -56,12 +52,9 @@ def family_plant_seed(corpus_seed: int) -> int:
     return FAMILY_SEED_OFFSET + corpus_seed
 
 
-def _renderer(family: str, seed: int, seconds: float, sample_rate: int):
-    if family == "dev":
-        synth = SynthConfig(seed=seed, seconds=seconds, sample_rate=sample_rate)
-        return lambda machine, domain, index: render_clip(synth, machine, "train", domain, "normal", index)[:2]
-    unseen = UnseenPlantConfig(seed=seed, seconds=seconds, sample_rate=sample_rate)
-    return lambda machine, domain, index: render_unseen_clip(unseen, machine, "train", domain, "normal", index)[:2]
+def generator_module(family: str) -> str:
+    """The module that generates the family's plants (for a checkpoint's record)."""
+    return type(plant_config(family)).__module__
 
 
 def generate_family_clips(
@@ -80,7 +73,7 @@ def generate_family_clips(
     """
     classes = family_classes(family)
     index_of = {(m, combo): i for i, (m, _d, combo) in enumerate(classes)}
-    render = _renderer(family, family_plant_seed(corpus_seed), seconds, sample_rate)
+    plant = plant_config(family, seed=family_plant_seed(corpus_seed), seconds=seconds, sample_rate=sample_rate)
     waves: list[list[np.ndarray]] = [[] for _ in classes]
     for machine, domain in dict.fromkeys((m, d) for m, d, _ in classes):
         wanted = [i for i, (m, d, _c) in enumerate(classes) if (m, d) == (machine, domain)]
@@ -88,7 +81,7 @@ def generate_family_clips(
         while any(len(waves[i]) < clips_per_class for i in wanted):
             if index >= limit:
                 raise ConfigError(f"{family} plant: {machine}/{domain} did not fill its attribute classes")
-            wave, attrs = render(machine, domain, index)
+            wave, attrs, _ = render_plant_clip(plant, machine, "train", domain, "normal", index)
             label = index_of[(machine, tuple(attrs.items()))]
             if len(waves[label]) < clips_per_class:
                 waves[label].append(wave)
