@@ -190,14 +190,33 @@ def onednn_usable(x: torch.Tensor) -> bool:
     )
 
 
+ONEDNN_ACTIVATIONS = {None: ("none", ""), "gelu": ("gelu", "none"), "sigmoid": ("sigmoid", "")}  # (post-op, algorithm)
+
+
+def dense(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    onednn: bool,
+    activation: Literal["gelu", "sigmoid"] | None = None,
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, then exact GELU or sigmoid if asked; through oneDNN's kernel with
+    the activation fused where ``onednn`` (see :func:`onednn_usable`)."""
+    if onednn:
+        post, algorithm = ONEDNN_ACTIVATIONS[activation]
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post, [], algorithm)
+    out = F.linear(x, weight, bias)
+    if activation == "gelu":
+        return F.gelu(out)
+    return torch.sigmoid(out) if activation == "sigmoid" else out
+
+
 def linear(layer: nn.Linear, x: torch.Tensor, onednn: bool, gelu: bool = False) -> torch.Tensor:
     """``layer(x)`` (then exact GELU if asked), through oneDNN's fused kernel where ``onednn``."""
-    lora = isinstance(layer, LoRALinear) and layer.lora_a is not None
-    if onednn and not lora:
-        kind, algorithm = ("gelu", "none") if gelu else ("none", "")
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, kind, [], algorithm)
-    out = layer(x)
-    return F.gelu(out) if gelu else out
+    if isinstance(layer, LoRALinear) and layer.lora_a is not None:
+        out = layer(x)
+        return F.gelu(out) if gelu else out
+    return dense(x, layer.weight, layer.bias, onednn, "gelu" if gelu else None)
 
 
 def fused_projection(x: torch.Tensor, layers: tuple[nn.Linear, ...], onednn: bool = False) -> tuple[torch.Tensor, ...]:
@@ -206,11 +225,7 @@ def fused_projection(x: torch.Tensor, layers: tuple[nn.Linear, ...], onednn: boo
     kernel where ``onednn``."""
     weight = torch.cat([layer.weight for layer in layers])
     bias = torch.cat([layer.bias for layer in layers])
-    if onednn:
-        out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    else:
-        out = F.linear(x, weight, bias)
-    return out.split([layer.out_features for layer in layers], dim=-1)
+    return dense(x, weight, bias, onednn).split([layer.out_features for layer in layers], dim=-1)
 
 
 class MultiheadAttention(nn.Module):
@@ -269,10 +284,7 @@ class MultiheadAttention(nn.Module):
         if self.path != "plain":  # the 8 outputs are summed in two groups of 4: sum the weights instead
             weight = self.grep_linear.weight.view(2, 4, -1).sum(1)
             bias = self.grep_linear.bias.view(2, 4).sum(1)
-            if onednn:
-                gates = torch.ops.mkldnn._linear_pointwise(query, weight, bias, "sigmoid", [], "")
-            else:
-                gates = torch.sigmoid(F.linear(query, weight, bias))
+            gates = dense(query, weight, bias, onednn, "sigmoid")
         else:
             gates = torch.sigmoid(self.grep_linear(query).view(b, length, h, 2, 4).sum(-1))
         gate_a, gate_b = gates.transpose(1, 2).chunk(2, dim=-1)
