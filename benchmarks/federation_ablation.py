@@ -15,12 +15,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import RunConfig, with_overrides
+from coopasd.config.settings import RunConfig, with_overrides
 from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
+from coopasd.experiment.pipeline import run_centralized, run_local
 from coopasd.federation.simulation import run_simulated
-from coopasd.pipeline import run_centralized, run_local
 
 SETTINGS: dict[str, dict[str, dict]] = {
     "FedAvg (sample-weighted), full encoder": {"federation": {"strategy": "fedavg"}},

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import RunConfig, with_overrides
+from coopasd.config.settings import RunConfig, with_overrides
 from coopasd.data.synth import SynthConfig, generate
 from coopasd.federation.records import transfer_bytes
 from coopasd.federation.simulation import run_simulated

@@ -22,14 +22,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import detector_members, load_config
+from coopasd.config.settings import detector_members, load_config
 from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips, group_by_machine_section
 from coopasd.data.partition import parse_factories
-from coopasd.detect import section_key
-from coopasd.evaluation import ScoredRun, SectionScores
-from coopasd.metrics import summarize
-from coopasd.pipeline import run_mode
+from coopasd.dcase.evaluation import ScoredRun, SectionScores
+from coopasd.dcase.metrics import summarize
+from coopasd.detect.detectors import section_key
+from coopasd.experiment.pipeline import run_mode
 
 
 def subset_scores(models, datas, subsets: list[str]) -> dict[str, float]:

@@ -23,10 +23,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import load_config
+from coopasd.config.settings import load_config
 from coopasd.data.synth import SynthConfig, generate
 from coopasd.data.unseen_plant import UnseenPlantConfig, generate_unseen_plant
-from coopasd.pipeline import run_baseline_mode, run_mode
+from coopasd.experiment.pipeline import run_baseline_mode, run_mode
 
 DEFAULT_DETECTORS = "learned;fusion;aisfx+logmel;learned+aisfx+logmel"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import HOSTILE_KINDS, RunConfig, with_overrides
+from coopasd.config.settings import HOSTILE_KINDS, RunConfig, with_overrides
+from coopasd.dcase.results import ModeResult
 from coopasd.federation.simulation import run_simulated
-from coopasd.results import ModeResult
 
 RULES = ("mean", "median", "trimmed_mean", "krum")
 UNDEFENDED = "mean-unbounded"  # plain weighted mean, no norm bound, no weight cap

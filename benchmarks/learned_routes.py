@@ -15,11 +15,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import RunConfig, with_overrides
+from coopasd.config.settings import RunConfig, with_overrides
 from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
-from coopasd.pipeline import run_centralized, run_local
+from coopasd.experiment.pipeline import run_centralized, run_local
 
 ROUTES: dict[str, dict[str, dict]] = {
     "logmel kNN (floor)": {"detect": {"features": "logmel"}},

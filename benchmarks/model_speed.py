@@ -40,10 +40,11 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
 def _measure(preset_name: str, task: str, seconds: float, batch: int, device: str, queue) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from coopasd.config import ModelConfig, TrainConfig
-    from coopasd.embed import clip_embeddings
-    from coopasd.model.beats import BEATs, preset
-    from coopasd.train import TrainingSet, make_head, train_local
+    from coopasd.config.settings import ModelConfig, TrainConfig
+    from coopasd.learn.train import TrainingSet, make_head, train_local
+    from coopasd.model.beats import BEATs
+    from coopasd.model.beats_config import preset
+    from coopasd.model.embed import clip_embeddings
 
     torch.manual_seed(0)
     encoder = BEATs(preset(preset_name))

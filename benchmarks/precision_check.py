@@ -15,8 +15,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.embed import autocast, pick_device, precision_scope
-from coopasd.model.beats import BEATs, pool, preset
+from coopasd.model.beats import BEATs, pool
+from coopasd.model.beats_config import preset
+from coopasd.model.embed import autocast, pick_device, precision_scope
 
 
 def check(preset_name: str, clips: int, seconds: float, repeats: int, device: torch.device) -> list[dict]:

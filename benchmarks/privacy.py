@@ -20,10 +20,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import RunConfig, with_overrides
+from coopasd.config.settings import RunConfig, with_overrides
 from coopasd.data.synth import SynthConfig, generate
+from coopasd.experiment.pipeline import run_federated
 from coopasd.federation.privacy import noise_multiplier_for
-from coopasd.pipeline import run_federated
 
 EPSILONS = (8.0, 3.0, 1.0)
 

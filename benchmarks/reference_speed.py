@@ -50,7 +50,8 @@ def compare(
     """Median seconds per forward of each implementation, median ratios to the reference (wall and
     CPU time) and the largest feature difference. ``mask``: give ours the reference's all-False
     padding mask too (the reference always builds one)."""
-    from coopasd.model.beats import BEATs, preset
+    from coopasd.model.beats import BEATs
+    from coopasd.model.beats_config import preset
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

@@ -32,8 +32,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import DetectConfig
-from coopasd.environment import cpu_model
+from coopasd.config.settings import DetectConfig
+from coopasd.rundir.environment import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 

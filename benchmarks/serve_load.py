@@ -28,21 +28,21 @@ import soundfile as sf
 from rich.console import Console
 from rich.table import Table
 
-from coopasd.config import DetectConfig
+from coopasd.config.settings import DetectConfig
 
 console = Console()
 
 
 def build_model(out: Path, features: str, seconds: float) -> Path:
     """A one-factory model (fan) on synthetic clips; no training, so it builds in seconds."""
-    from coopasd.config import RunConfig, with_overrides
+    from coopasd.config.settings import RunConfig, with_overrides
     from coopasd.data.dataset import load_all
     from coopasd.data.layout import discover_clips
     from coopasd.data.partition import parse_factories
     from coopasd.data.synth import SynthConfig, generate
+    from coopasd.learn.participant import TrainedHead, build_factory_model
     from coopasd.model.checkpoint import initial_encoder
-    from coopasd.participant import TrainedHead, build_factory_model
-    from coopasd.report import save_model
+    from coopasd.rundir.writer import save_model
 
     synth = SynthConfig(machines=("fan",), seconds=seconds, train_source=20, train_target=4, test_per_domain=2)
     generate(synth, out / "data")

@@ -21,8 +21,7 @@ import pytest
 import soxr
 import torch
 
-from coopasd.config import DetectConfig
-from coopasd.embed import frozen_embed, frozen_encoders
+from coopasd.config.settings import DetectConfig
 from coopasd.errors import CoopasdError
 from coopasd.model.aisfx import (
     DEFAULT_WEIGHTS,
@@ -34,6 +33,7 @@ from coopasd.model.aisfx import (
     file_sha256,
     load_aisfx,
 )
+from coopasd.model.embed import frozen_embed, frozen_encoders
 from tests.helpers.make_aisfx_reference import make_clips
 
 REFERENCE = Path(__file__).parent / "data" / "aisfx_reference.npz"

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from coopasd.config import load_config
+from coopasd.config.settings import load_config
 from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
-from coopasd.detect import FactoryModel
+from coopasd.detect.detectors import FactoryModel
 from coopasd.errors import ConfigError
 from coopasd.federation.records import apply_shared, from_record, shared_keys, to_record
+from coopasd.learn.participant import finish, train_encoder, train_round
 from coopasd.model.aisfx import DEFAULT_WEIGHTS, load_aisfx
 from coopasd.model.encoders import initial_encoder
-from coopasd.participant import finish, train_encoder, train_round
 
 SPLIT = "north=fan;south=valve"
 

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle, Flower only inside federation/, the CLI kept thin."""
+"""The package's shape: stage packages in layers (a module imports only its own layer or lower ones), no
+import cycle, Flower only inside federation/ and never beside rich or matplotlib, the CLI kept thin."""
 
 from __future__ import annotations
 
@@ -9,7 +10,24 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "coopasd"
-CORE = ("config", "features", "augment", "model", "embed", "train", "detect", "metrics", "participant", "data")
+CORE = ("config", "data", "model", "detect", "dcase", "learn")  # the ML core: never reaches Flower
+# Each stage package's layer: a module may import modules of its own layer or a lower one, never a higher one.
+LAYERS = {
+    "errors": 0,  # the shared base: exceptions and atomic writes
+    "atomic": 0,
+    "config": 1,
+    "data": 2,
+    "model": 3,
+    "detect": 4,
+    "dcase": 5,
+    "learn": 6,
+    "rundir": 7,
+    "federation": 8,
+    "experiment": 9,
+    "inference": 9,
+    "report": 10,
+    "cli": 11,
+}
 
 
 def _module_name(path: Path) -> str:
@@ -21,19 +39,12 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
-def _is_type_checking_block(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
 def _imports(path: Path, modules: dict[str, Path]) -> tuple[set[str], set[str]]:
     """(coopasd modules imported anywhere in the file, top-level third-party packages imported)."""
     inside: set[str] = set()
     outside: set[str] = set()
     tree = ast.parse(path.read_text())
-    skip = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block) for n in ast.walk(block)}
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
+    for node in ast.walk(tree):  # function-level and type-only imports count: each is a dependency
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -83,7 +94,7 @@ def test_the_ml_core_never_reaches_flower(graph):
     for name in core:
         reached = _reachable(graph, name) | {name}
         assert not [m for m in reached if m.startswith("coopasd.federation")], name
-        assert not [m for m in reached if m.startswith(("coopasd.cli", "coopasd.report", "coopasd.pipeline"))], name
+        assert not [m for m in reached if m.startswith(("coopasd.cli", "coopasd.report", "coopasd.experiment"))], name
 
 
 def test_the_cli_stays_thin():
@@ -94,7 +105,7 @@ def test_the_cli_stays_thin():
 def test_no_command_calls_another_command(graph):
     commands = {n for n in graph if n.startswith("coopasd.cli.")} - {
         "coopasd.cli.app",
-        "coopasd.cli.console",
+        "coopasd.report.console",
         "coopasd.cli.runs",
     }
     for name in commands:
@@ -104,3 +115,40 @@ def test_no_command_calls_another_command(graph):
 def test_the_cycle_check_can_fail():
     fake = {"a": ({"b"}, set()), "b": ({"a"}, set()), "c": ({"a"}, set())}
     assert [n for n in fake if n in _reachable(fake, n)] == ["a", "b"]
+
+
+def _layer(module: str) -> int:
+    return LAYERS[module.split(".")[1]]
+
+
+def test_every_module_lives_in_a_stage_package_with_a_layer(graph):
+    assert {n.split(".")[1] for n in graph if n != "coopasd"} <= set(LAYERS)
+    top_level = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert top_level == ["atomic.py", "errors.py"], top_level
+
+
+def test_no_module_imports_a_higher_layer(graph):
+    upward = [
+        f"{name} -> {dep}"
+        for name, (inside, _) in graph.items()
+        if name != "coopasd"
+        for dep in inside
+        if _layer(dep) > _layer(name)
+    ]
+    assert upward == [], upward
+
+
+def test_the_layer_rule_can_fail():
+    fake = {
+        "coopasd.data.audio": ({"coopasd.report.page"}, set()),
+        "coopasd.report.page": ({"coopasd.data.audio"}, set()),
+    }
+    assert [n for n, (inside, _) in fake.items() for d in inside if _layer(d) > _layer(n)] == ["coopasd.data.audio"]
+
+
+def test_flower_never_reaches_rich_or_matplotlib(graph):
+    for name in (n for n in graph if n.startswith("coopasd.federation.")):
+        reached = _reachable(graph, name) | {name}
+        drawn = sorted(m for m in reached if graph[m][1] & {"rich", "matplotlib"})
+        assert drawn == [], f"{name} reaches {drawn}"
+        assert not [m for m in reached if m.startswith("coopasd.report")], name

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coopasd.model.beats import BEATs, BEATsConfig, pool, preset
+from coopasd.model.beats import BEATs, pool
+from coopasd.model.beats_config import BEATsConfig, preset
 from coopasd.model.checkpoint import CheckpointError, checkpoint_bytes, load_beats
 
 MICRO = BEATsConfig(  # an official-shaped config, small enough for fast tests

@@ -21,11 +21,13 @@ from rich.console import Console
 from rich.text import Text
 
 from coopasd.cli.app import app
-from coopasd.config import RunConfig, build, commented_toml, describe
+from coopasd.config.describe import commented_toml, describe
+from coopasd.config.settings import RunConfig, build
+from coopasd.dcase.evaluation import read_score_file
 from coopasd.errors import RunDirError
-from coopasd.evaluation import read_score_file
 from coopasd.federation.checkpoint import GlobalCheckpoint
-from coopasd.report import claim_run_dir, comparison_table, metrics_table
+from coopasd.report.tables import comparison_table, metrics_table
+from coopasd.rundir.writer import claim_run_dir
 from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +51,9 @@ def _options(command: click.Command) -> set[str]:
 
 
 def _readme_commands() -> dict[str, set[str]]:
-    """``{command name: long options}`` of the README's command block (continuation lines are indented)."""
-    text = (ROOT / "README.md").read_text()
-    block = text.split("## Command line", 1)[1].split("```", 2)[1]
+    """``{command name: long options}`` of docs/cli.md's command block (continuation lines are indented)."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    block = text.split("# Command line", 1)[1].split("```", 2)[1]
     entries: dict[str, set[str]] = {}
     name = None
     for line in block.splitlines():
@@ -78,8 +80,20 @@ def test_readme_command_block_lists_every_command_and_option():
     assert sorted(readme) == sorted(commands)
     for name, options in commands.items():
         assert readme[name] == options, (
-            f"README 'coopasd {name}': missing {options - readme[name]}, extra {readme[name] - options}"
+            f"docs/cli.md 'coopasd {name}': missing {options - readme[name]}, extra {readme[name] - options}"
         )
+
+
+def test_the_readme_fits_a_screen_and_every_page_it_names_exists():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 60
+    linked = re.findall(r"\]\((docs/[^)]+)\)", text)
+    assert len(linked) >= 8 and all((ROOT / name).is_file() for name in linked), linked
+    assert sorted(p.name for p in (ROOT / "docs").glob("*.md")) == sorted({Path(n).name for n in linked})
+    for line in text.splitlines():  # its example commands use real options
+        if line.startswith("coopasd "):
+            name = line.split()[1]
+            assert set(re.findall(r"--[a-z][a-z-]*", line.split("#")[0])) <= _options(_commands()[name]), line
 
 
 def test_help_texts_keep_their_brackets():

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from coopasd.config import SAMPLE_RATE, RunConfig, failing_rounds, load_config, load_run_config, to_toml, with_overrides
+from coopasd.config.settings import (
+    SAMPLE_RATE,
+    RunConfig,
+    failing_rounds,
+    load_config,
+    load_run_config,
+    to_toml,
+    with_overrides,
+)
 from coopasd.errors import ConfigError
 
 
@@ -58,7 +66,7 @@ def test_fault_drill_rounds_per_factory():
 
 
 def test_the_sample_rate_is_written_once():
+    from coopasd.data.features import FbankConfig
     from coopasd.data.synth import SynthConfig
-    from coopasd.features import FbankConfig
 
     assert RunConfig().data.sample_rate == FbankConfig().sample_rate == SynthConfig().sample_rate == SAMPLE_RATE

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from coopasd.config import RunConfig, to_toml, with_overrides
+from coopasd.config.settings import RunConfig, to_toml, with_overrides
 from coopasd.federation.auth import generate_supernode_keys
 from coopasd.federation.tls import generate_certificates
 from tests.helpers import make_tree

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coopasd.config import DetectConfig
-from coopasd.detect import KnnDetector, detector_from_state, detector_state
+from coopasd.config.settings import DetectConfig
+from coopasd.detect.detectors import KnnDetector, detector_from_state, detector_state
 
 
 def test_euclidean_1nn_without_normalization_gives_plain_distances():

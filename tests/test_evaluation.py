@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from coopasd.data.layout import discover_clips
+from coopasd.dcase.evaluation import evaluate_submission, read_score_file, score_file_name
 from coopasd.errors import SubmissionError
-from coopasd.evaluation import evaluate_submission, read_score_file, score_file_name
-from coopasd.report import write_submission
+from coopasd.rundir.writer import write_submission
 
 
 def _oracle_submission(run_dir, clips, noise=0.0):

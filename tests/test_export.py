@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from coopasd.config import DetectConfig, RunConfig, with_overrides
+from coopasd.config.settings import DetectConfig, RunConfig, with_overrides
 from coopasd.data.audio import load_audio
 from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.data.synth import SynthConfig, generate
-from coopasd.detect import FusedDetector, KnnDetector
-from coopasd.export import MemberScorer
+from coopasd.detect.detectors import FusedDetector, KnnDetector
+from coopasd.inference.export import MemberScorer
+from coopasd.inference.scoring import load_model, score_wave
+from coopasd.learn.participant import TrainedHead, build_factory_model
 from coopasd.model.checkpoint import initial_encoder
-from coopasd.participant import TrainedHead, build_factory_model
-from coopasd.report import save_model
-from coopasd.scoring import load_model, score_wave
+from coopasd.rundir.writer import save_model
 from tests.test_cli import run_cli
 
 SECTIONS = ("fan/00", "valve/00")
@@ -102,7 +102,7 @@ def test_safetensors_scored_without_torch_equals_the_score_command(factory, vari
     text = export(monkeypatch, capsys, factory["models"][variant], "safetensors", out)
     script = (
         "import sys, json, numpy as np; sys.modules['torch'] = None\n"
-        "from coopasd.plant_scorer import PlantScorer\n"
+        "from coopasd.inference.plant_scorer import PlantScorer\n"
         f"s = PlantScorer.load({str(out)!r}); waves = np.load({str(tmp_path / 'waves.npy')!r})\n"
         f"res = {{k: [a.tolist() for a in s.score(w, k)] for k, w in zip({list(want)!r}, waves)}}\n"
         "print(json.dumps({'sections': s.sections, 'scores': res}))"

@@ -13,7 +13,7 @@ from coopasd.data.family_corpus import FAMILY_SEED_OFFSET, family_classes, gener
 from coopasd.data.synth import MACHINES, SynthConfig, render_clip
 from coopasd.data.unseen_plant import UNSEEN_MACHINES
 from coopasd.errors import ConfigError
-from coopasd.pretrain import PretrainConfig
+from coopasd.learn.pretrain import PretrainConfig
 from tests.test_cli import run_cli
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from coopasd.features import FBANK_MEAN, FBANK_STD, beats_fbank, frames_for, kaldi_fbank, logmel_statistics
+from coopasd.data.features import FBANK_MEAN, FBANK_STD, beats_fbank, frames_for, kaldi_fbank, logmel_statistics
 from tests.helpers import sine
 
 
@@ -68,7 +68,7 @@ def test_matches_torchaudio_kaldi_fbank_as_beats_calls_it():
 def test_matches_kaldi_native_fbank_at_80_bins():
     import kaldi_native_fbank as knf
 
-    from coopasd.features import FbankConfig
+    from coopasd.data.features import FbankConfig
 
     opts = knf.FbankOptions()
     opts.frame_opts.dither = 0

@@ -13,14 +13,14 @@ import pytest
 import torch
 from flwr.serverapp.strategy import FedAdam, FedAvgM
 
-from coopasd.config import FederationConfig, RunConfig, to_toml, with_overrides
+from coopasd.config.settings import FederationConfig, RunConfig, to_toml, with_overrides
+from coopasd.dcase.results import ModeResult
 from coopasd.errors import CoopasdError
 from coopasd.federation.checkpoint import GlobalCheckpoint, params_hash
 from coopasd.federation.records import apply_shared, from_record, shared_keys, to_record
 from coopasd.federation.strategy import make_strategy, restore_strategy_state, strategy_state
 from coopasd.model.beats import BEATs
-from coopasd.report import write_run
-from coopasd.results import ModeResult
+from coopasd.report.run_report import write_run
 from tests.helpers import make_tree
 from tests.helpers.sockets import listening
 from tests.test_beats import MICRO

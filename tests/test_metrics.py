@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coopasd.errors import MetricsError
-from coopasd.metrics import (
+from coopasd.dcase.metrics import (
     decision_quality,
     domain_auc,
     domain_pauc,
@@ -13,6 +12,7 @@ from coopasd.metrics import (
     section_metrics,
     summarize,
 )
+from coopasd.errors import MetricsError
 
 S, T = "source", "target"
 

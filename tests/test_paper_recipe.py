@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from coopasd.config import load_config, to_toml, with_overrides
-from coopasd.model.beats import BEATs, preset
+from coopasd.config.settings import load_config, to_toml, with_overrides
+from coopasd.model.beats import BEATs
+from coopasd.model.beats_config import preset
 from coopasd.model.checkpoint import checkpoint_bytes
 from tests.helpers import make_tree
 from tests.test_cli import run_cli

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from coopasd.config import DetectConfig, load_config
+from coopasd.config.settings import DetectConfig, load_config
 from coopasd.data.audio import load_many
 from coopasd.data.partition import parse_factories
-from coopasd.detect import FactoryModel, FusedDetector, KnnDetector
+from coopasd.dcase.evaluation import read_score_file
+from coopasd.detect.detectors import FactoryModel, FusedDetector, KnnDetector
 from coopasd.errors import ConfigError
-from coopasd.evaluation import read_score_file
-from coopasd.pipeline import run_learned_mode
-from coopasd.report import write_run
+from coopasd.experiment.pipeline import run_learned_mode
+from coopasd.report.run_report import write_run
 from tests.test_cli import run_cli
 
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import torch
 
-from coopasd.config import TrainConfig
+from coopasd.config.settings import TrainConfig
 from coopasd.data.corpus import CORPUS_SEED_OFFSET, CorpusConfig, generate_corpus, render_corpus_clip
+from coopasd.learn.pretrain import PretrainConfig, pretrain
 from coopasd.model.checkpoint import DEFAULT_CHECKPOINT, file_sha256, load_beats
-from coopasd.pretrain import PretrainConfig, pretrain
-from coopasd.report import write_pretrained
+from coopasd.rundir.writer import write_pretrained
 from tests.test_cli import run_cli
 
 

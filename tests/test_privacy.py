@@ -22,9 +22,10 @@ from flwr.supercore.task_identity import TaskIdentity
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from coopasd.config import PrivacyConfig, RunConfig, load_config, with_overrides
+from coopasd.config.settings import PrivacyConfig, RunConfig, load_config, with_overrides
 from coopasd.data.partition import parse_factories
 from coopasd.errors import ConfigError
+from coopasd.experiment.pipeline import run_federated
 from coopasd.federation import privacy
 from coopasd.federation.checkpoint import GlobalCheckpoint
 from coopasd.federation.client_app import ClientSettings, make_client_app
@@ -43,9 +44,8 @@ from coopasd.federation.privacy import (
     update_norm,
 )
 from coopasd.federation.server_app import ServerSettings, run_server
-from coopasd.page import privacy_note
-from coopasd.pipeline import run_federated
-from coopasd.report import write_run
+from coopasd.report.page import privacy_note
+from coopasd.report.run_report import write_run
 from tests.helpers import make_tree
 
 NODES = (11, 22, 33)

@@ -25,14 +25,14 @@ import tomli_w
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from coopasd.baseline import run_baseline
 from coopasd.cli.app import main
-from coopasd.config import BaselineConfig, DataConfig, DetectConfig, RunConfig, load_run_config
+from coopasd.config.settings import BaselineConfig, DataConfig, DetectConfig, RunConfig, load_run_config
 from coopasd.data.audio import MAX_ABS_SAMPLE, decode_audio
 from coopasd.data.layout import DOMAINS, LABELS, check_trainable, discover_clips, parse_clip_path
-from coopasd.detect import fit_detector
-from coopasd.embed import logmel_features
+from coopasd.detect.detectors import fit_detector
 from coopasd.errors import AudioError, BadClipsError, ConfigError, CoopasdError, DetectorError, LayoutError
+from coopasd.experiment.baseline import run_baseline
+from coopasd.model.embed import logmel_features
 
 MAX_SECONDS = 60  # what decode_audio accepts in these tests (longer clips: a clear AudioError)
 PROPERTY = settings(

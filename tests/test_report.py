@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from coopasd.config import load_config
-from coopasd.pipeline import run_baseline_mode, run_learned_mode
-from coopasd.plots import score_limits
-from coopasd.report import write_comparison, write_json, write_run
-from coopasd.results import Comparison, ModeResult
+from coopasd.config.settings import load_config
+from coopasd.dcase.results import Comparison, ModeResult
+from coopasd.experiment.pipeline import run_baseline_mode, run_learned_mode
+from coopasd.report.plots import score_limits
+from coopasd.report.run_report import write_comparison, write_run
+from coopasd.rundir.writer import write_json
 from tests.test_cli import run_cli
 
 CHROMIUM_FLAGS = [

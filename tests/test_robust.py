@@ -11,16 +11,16 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvgM, FedMedian
 
-from coopasd.config import FederationConfig, RunConfig, hostile_kind, load_run_config, with_overrides
+from coopasd.config.settings import FederationConfig, RunConfig, hostile_kind, load_run_config, with_overrides
 from coopasd.data.layout import Clip, discover_clips
+from coopasd.dcase.evaluation import SectionScores
+from coopasd.dcase.results import ModeResult
 from coopasd.errors import ConfigError, CoopasdError
-from coopasd.evaluation import SectionScores
 from coopasd.federation.client_app import hostile_update
 from coopasd.federation.records import TRAIN_METRICS, metrics_reply, shared_keys
 from coopasd.federation.strategy import make_strategy, screen_evaluate, screen_train
 from coopasd.model.checkpoint import initial_encoder
-from coopasd.report import write_run
-from coopasd.results import ModeResult
+from coopasd.report.run_report import write_run
 from tests.helpers import make_tree
 
 GLOBAL = {"w": torch.zeros(2)}

@@ -17,18 +17,18 @@ import pytest
 import soundfile as sf
 import uvicorn
 
-from coopasd.config import RunConfig, with_overrides
+from coopasd.config.settings import RunConfig, with_overrides
 from coopasd.data.audio import decode_audio, load_audio
 from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.data.synth import SynthConfig, generate
 from coopasd.errors import AudioError, SectionError
+from coopasd.inference.scoring import FactoryModel, load_model, resolve_section, score_wave
+from coopasd.inference.serve import create_app
+from coopasd.learn.participant import TrainedHead, build_factory_model
 from coopasd.model.checkpoint import initial_encoder
-from coopasd.participant import TrainedHead, build_factory_model
-from coopasd.report import save_model
-from coopasd.scoring import FactoryModel, load_model, resolve_section, score_wave
-from coopasd.serve import create_app
+from coopasd.rundir.writer import save_model
 from tests.test_cli import run_cli
 
 MAX_BYTES = 200_000  # small limits so that the oversize cases stay small

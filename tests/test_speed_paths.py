@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from coopasd.config import DetectConfig, ModelConfig, TrainConfig
-from coopasd.embed import clip_features, embed, pick_device, resolve_precision
+from coopasd.config.settings import DetectConfig, ModelConfig, TrainConfig
+from coopasd.learn.train import TrainingSet, make_head, train_local
 from coopasd.model.backbone import (
     FFT_MIN_BATCH,
     MultiheadAttention,
@@ -21,8 +21,9 @@ from coopasd.model.backbone import (
     relative_position_bias,
     relative_position_buckets,
 )
-from coopasd.model.beats import BEATs, pool, preset
-from coopasd.train import TrainingSet, make_head, train_local
+from coopasd.model.beats import BEATs, pool
+from coopasd.model.beats_config import preset
+from coopasd.model.embed import clip_features, embed, pick_device, resolve_precision
 from tests.test_beats import MICRO
 
 PRE_LN = dataclasses.replace(MICRO, layer_norm_first=True, deep_norm=False, conv_pos=15)  # odd kernel, pre-LN

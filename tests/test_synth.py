@@ -5,10 +5,10 @@ import csv
 import numpy as np
 import pytest
 
+from coopasd.data.features import logmel_statistics
 from coopasd.data.layout import discover_clips
 from coopasd.data.synth import MACHINES, SynthConfig, anomaly_strength, generate, render_clip
 from coopasd.errors import ConfigError
-from coopasd.features import logmel_statistics
 from tests.helpers import TINY, make_tree
 
 

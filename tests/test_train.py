@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
-from coopasd.config import ModelConfig, TrainConfig
-from coopasd.embed import embed, pick_device
+from coopasd.config.settings import ModelConfig, TrainConfig
+from coopasd.data.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
 from coopasd.errors import ConfigError
+from coopasd.learn.train import TrainingSet, _epoch_indices, make_head, steps_per_run, train_local
 from coopasd.model.beats import BEATs
+from coopasd.model.embed import embed, pick_device
 from coopasd.model.heads import ArcFace
-from coopasd.train import TrainingSet, _epoch_indices, make_head, steps_per_run, train_local
 from tests.test_beats import MICRO
 
 MEAN_OF_LAST_LAYER = ModelConfig(pooling="mean", layer=-1)

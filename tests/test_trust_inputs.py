@@ -21,17 +21,17 @@ import pytest
 import soundfile as sf
 import torch
 
-from coopasd.config import DataConfig, DetectConfig, ModelConfig, TrainConfig, load_config
+from coopasd.config.settings import DataConfig, DetectConfig, ModelConfig, TrainConfig, load_config
 from coopasd.data.audio import decode_audio, load_audio
-from coopasd.detect import FactoryModel, KnnDetector, fit_detector
-from coopasd.embed import logmel_features
+from coopasd.detect.detectors import FactoryModel, KnnDetector, fit_detector
 from coopasd.errors import AudioError, DetectorError, ScoreError, SubmissionError
 from coopasd.federation.checkpoint import GlobalCheckpoint, LocalState, verify_local_states
+from coopasd.inference.scoring import score_wave
+from coopasd.learn.train import TrainingSet, make_head, train_local
 from coopasd.model.beats import BEATs
 from coopasd.model.checkpoint import CheckpointError, load_beats, read_checkpoint, seal
-from coopasd.report import save_model, write_submission
-from coopasd.scoring import score_wave
-from coopasd.train import TrainingSet, make_head, train_local
+from coopasd.model.embed import logmel_features
+from coopasd.rundir.writer import save_model, write_submission
 from tests.helpers import cli, make_tree, write_wav
 from tests.test_beats import MICRO
 

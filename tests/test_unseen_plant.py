@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coopasd.baseline import run_baseline
-from coopasd.config import BaselineConfig, DataConfig
+from coopasd.config.settings import BaselineConfig, DataConfig
 from coopasd.data.layout import discover_clips
 from coopasd.data.synth import MACHINES
 from coopasd.data.unseen_plant import (
@@ -20,6 +19,7 @@ from coopasd.data.unseen_plant import (
     unseen_clip_count,
 )
 from coopasd.errors import ConfigError
+from coopasd.experiment.baseline import run_baseline
 from tests.test_cli import run_cli
 
 TINY = UnseenPlantConfig(seconds=0.5, train_source=4, train_target=2, test_per_domain=4, seed=3)

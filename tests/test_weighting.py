@@ -1,5 +1,5 @@
 """``[detect] member_weights = "validated"``: member weights from held-back normal clips vs their
-pseudo-anomalies (coopasd.weighting), carried by the fused detector. About 5 s on 2 cores."""
+pseudo-anomalies (coopasd.detect.weighting), carried by the fused detector. About 5 s on 2 cores."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from coopasd.config import DetectConfig, RunConfig, with_overrides
+from coopasd.config.settings import DetectConfig, RunConfig, with_overrides
 from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.data.synth import SynthConfig, generate
-from coopasd.detect import FusedDetector, fit_detector
+from coopasd.dcase.results import FactoryResult, ModeResult
+from coopasd.detect.detectors import FusedDetector, fit_detector
+from coopasd.detect.weighting import auc_weights, member_aucs, pseudo_anomalies, validation_split
+from coopasd.learn.participant import TrainedHead, build_factory_model, score_factory
 from coopasd.model.checkpoint import initial_encoder
-from coopasd.participant import TrainedHead, build_factory_model, score_factory
-from coopasd.results import FactoryResult, ModeResult
-from coopasd.weighting import auc_weights, member_aucs, pseudo_anomalies, validation_split
 
 
 def _section(seed: int = 0, n: int = 240, dim: int = 8) -> dict:

@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 
 from coopasd.cli.config import config_app
-from coopasd.cli.console import err_console, setup_logging
-from coopasd.environment import version_text
 from coopasd.errors import CoopasdError
+from coopasd.report.console import err_console, setup_logging
+from coopasd.rundir.environment import version_text
 
 app = typer.Typer(
     help="Cooperative machine anomalous sound detection: factories train one detector together.",

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from coopasd.cli.runs import FORCE, SKIP_BAD, run_and_write
-from coopasd.config import load_config
+from coopasd.config.settings import load_config
 
 
 def baseline(

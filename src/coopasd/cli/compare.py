@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from coopasd.cli.runs import CHECKPOINT, FACTORIES, FORCE, SKIP_BAD, compare_and_write
-from coopasd.config import from_flags
+from coopasd.config.settings import from_flags
 
 
 def compare(

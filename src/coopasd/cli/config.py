@@ -10,8 +10,9 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from coopasd.cli.console import console
-from coopasd.config import CONFIG_COLUMNS, commented_toml, config_rows, load_config
+from coopasd.config.describe import CONFIG_COLUMNS, commented_toml, config_rows
+from coopasd.config.settings import load_config
+from coopasd.report.console import console
 
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 

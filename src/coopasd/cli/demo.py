@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.console import console, progress_bar
 from coopasd.cli.runs import compare_and_write, recorded, run_and_write
-from coopasd.config import load_config
+from coopasd.config.settings import load_config
+from coopasd.report.console import console, progress_bar
 
 
 def demo(

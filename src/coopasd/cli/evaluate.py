@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.console import console
+from coopasd.report.console import console
 
 
 def evaluate(
@@ -14,7 +14,9 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="The data tree the run scored (labels or ground truth)."),
 ) -> None:
     """Recompute the metrics (every other key of metrics.json is kept), rewrite the report, print the table."""
-    from coopasd.report import comparison_table, evaluate_comparison, evaluate_run, is_comparison, metrics_table
+    from coopasd.report.run_report import evaluate_comparison, evaluate_run
+    from coopasd.report.tables import comparison_table, metrics_table
+    from coopasd.rundir.writer import is_comparison
 
     if is_comparison(run_dir):
         _, modes = evaluate_comparison(run_dir, data)

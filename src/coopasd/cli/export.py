@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.console import console
+from coopasd.report.console import console
 
 
 def export(
@@ -16,9 +16,9 @@ def export(
     section: str | None = typer.Option(None, help="onnx/torchscript: only this machine/section."),
 ) -> None:
     """Export the encoder and every section's detector (banks, scales, thresholds) of a factory model."""
-    from coopasd.export import export_model  # torch.onnx and friends load only for this command
-    from coopasd.report import write_files
-    from coopasd.scoring import load_model
+    from coopasd.inference.export import export_model  # torch.onnx and friends load only for this command
+    from coopasd.inference.scoring import load_model
+    from coopasd.rundir.writer import write_files
 
     for path in write_files(export_model(load_model(model), fmt, out, section)):  # type: ignore[arg-type]
         console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.console import console, progress_bar
+from coopasd.report.console import console, progress_bar
 
 
 def pretrain_command(
@@ -23,8 +23,8 @@ def pretrain_command(
 ) -> None:
     """Generate the corpus, pre-train, and write the checkpoint plus its record (command, corpus, hash)."""
     from coopasd.errors import OutputError
-    from coopasd.pretrain import PretrainConfig, pretrain, pretrain_steps
-    from coopasd.report import write_pretrained
+    from coopasd.learn.pretrain import PretrainConfig, pretrain, pretrain_steps
+    from coopasd.rundir.writer import write_pretrained
 
     if out.is_dir():
         raise OutputError(f"{out}: is a folder; give a file name")

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.console import console
+from coopasd.report.console import console
 
 
 def report(
     run_dir: Path = typer.Argument(..., help="Run directory with metrics.json, or a compare directory."),
 ) -> None:
     """Rewrite report.html from metrics.json / comparison.json (+ submission files for the plots); print the table."""
-    from coopasd.report import is_comparison, metrics_table, rebuild_report
+    from coopasd.report.run_report import rebuild_report
+    from coopasd.report.tables import metrics_table
+    from coopasd.rundir.writer import is_comparison
 
     summary, page = rebuild_report(run_dir)
     if is_comparison(run_dir):

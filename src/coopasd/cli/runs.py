@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from coopasd.cli.console import console, progress_bar
+from coopasd.report.console import console, progress_bar
 
 if TYPE_CHECKING:
-    from coopasd.config import RunConfig
-    from coopasd.results import Comparison, ModeResult
+    from coopasd.config.settings import RunConfig
+    from coopasd.dcase.results import Comparison, ModeResult
 
 FORCE = typer.Option(False, "--force", help="Replace an earlier finished run in --out (deletes what it wrote).")
 SKIP_BAD = typer.Option(False, "--skip-bad-clips", help="Skip unreadable clips instead of failing.")
@@ -22,8 +22,8 @@ FACTORIES = typer.Option(None, help="'plantA=fan+pump;plantB=valve'; default one
 
 
 def recorded(out: Path, kind: str, force: bool, resume: bool = False) -> AbstractContextManager[dict]:
-    """Claim ``out`` for a ``kind`` run and keep its ``run.json`` (:func:`coopasd.report.recorded_run`)."""
-    from coopasd.report import recorded_run
+    """Claim ``out`` for a ``kind`` run and keep its ``run.json`` (:func:`coopasd.rundir.writer.recorded_run`)."""
+    from coopasd.rundir.writer import recorded_run
 
     return recorded_run(out, kind, ["coopasd", *sys.argv[1:]], force, resume)
 
@@ -38,7 +38,7 @@ def print_round(entry: dict) -> None:
 
 def run_and_write(kind: str, mode: str, data: Path, out: Path, cfg: RunConfig, force: bool, resume: bool = False):
     """Run ``mode`` of command ``kind`` into ``out`` under its run record, write the run directory, print its table."""
-    from coopasd.pipeline import run_baseline_mode, run_mode
+    from coopasd.experiment.pipeline import run_baseline_mode, run_mode
 
     with recorded(out, kind, force, resume):
         if mode == "baseline":
@@ -51,7 +51,8 @@ def run_and_write(kind: str, mode: str, data: Path, out: Path, cfg: RunConfig, f
 
 def write_and_print(out: Path, result: ModeResult, cfg: RunConfig, data: Path) -> dict | None:
     """Write the run directory and print its metrics table (or why there is none)."""
-    from coopasd.report import metrics_table, write_run
+    from coopasd.report.run_report import write_run
+    from coopasd.report.tables import metrics_table
 
     summary = write_run(out, result, cfg, data)
     if summary is None:
@@ -66,8 +67,9 @@ def write_and_print(out: Path, result: ModeResult, cfg: RunConfig, data: Path) -
 
 def compare_and_write(data: Path, out: Path, cfg: RunConfig, force: bool) -> Comparison:
     """Federated, centralized and local-only into ``out/<mode>/`` and the comparison, under a run record; prints it."""
-    from coopasd.pipeline import run_comparison
-    from coopasd.report import comparison_table, write_comparison, write_run
+    from coopasd.experiment.pipeline import run_comparison
+    from coopasd.report.run_report import write_comparison, write_run
+    from coopasd.report.tables import comparison_table
 
     def mode_done(result: ModeResult) -> None:
         write_run(out / result.mode, result, cfg, data)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from coopasd.cli.console import console
+from coopasd.report.console import console
 
 
 def score(
@@ -18,7 +18,7 @@ def score(
     output: Literal["table", "json", "csv"] = typer.Option("table", "--format", help="json, csv: full paths, lengths."),
 ) -> None:
     """Print each clip's anomaly score and decision (1 = anomalous), scored as the model's run saw clips."""
-    from coopasd.scoring import load_model, score_file, scores_table, scores_text
+    from coopasd.inference.scoring import load_model, score_file, scores_table, scores_text
 
     factory = load_model(model)
     rows = [score_file(factory, path, machine, section) for path in clips]

@@ -1,4 +1,4 @@
-"""``coopasd serve``: the factory-local HTTP scoring service (see :mod:`coopasd.serve`)."""
+"""``coopasd serve``: the factory-local HTTP scoring service (see :mod:`coopasd.inference.serve`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,6 @@ def serve(
     max_seconds: float = typer.Option(60.0, help="Longest clip accepted, in seconds (longer: 422)."),
 ) -> None:
     """Serve POST /score and GET /health for one factory model over HTTP."""
-    from coopasd.serve import run_service  # FastAPI and uvicorn cost every other command a third of a second
+    from coopasd.inference.serve import run_service  # FastAPI and uvicorn cost every other command a third of a second
 
     run_service(model, host, port, max_upload_mb, max_seconds)

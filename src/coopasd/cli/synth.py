@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from coopasd.cli.console import console, progress_bar
+from coopasd.report.console import console, progress_bar
 
 
 def synth(

@@ -8,7 +8,7 @@ from typing import Literal
 import typer
 
 from coopasd.cli.runs import CHECKPOINT, FACTORIES, FORCE, SKIP_BAD, run_and_write
-from coopasd.config import from_flags
+from coopasd.config.settings import from_flags
 
 
 def train(

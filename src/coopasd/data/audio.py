@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from coopasd.config import SAMPLE_RATE
+from coopasd.config.settings import SAMPLE_RATE
 from coopasd.errors import AudioError, BadClipsError
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coopasd.config import SAMPLE_RATE
+from coopasd.config.settings import SAMPLE_RATE
 from coopasd.data.families import FAMILIES
 from coopasd.data.family_corpus import family_classes, generate_family_clips
 from coopasd.errors import ConfigError

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from coopasd.config import DataConfig
+from coopasd.config.settings import DataConfig
 from coopasd.data.audio import load_many
 from coopasd.data.layout import Clip
 from coopasd.data.partition import Factory

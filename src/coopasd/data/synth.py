@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from coopasd.config import SAMPLE_RATE
+from coopasd.config.settings import SAMPLE_RATE
 from coopasd.data.layout import GROUND_TRUTH_DOMAIN_DIR, GROUND_TRUTH_LABEL_DIR, ground_truth_paths
 from coopasd.errors import ConfigError
 

@@ -23,7 +23,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from coopasd.config import RunConfig, failing_rounds, from_toml_text, hostile_kind
+from coopasd.config.settings import RunConfig, failing_rounds, from_toml_text, hostile_kind
 from coopasd.data.dataset import FactoryData, load_factory_data
 from coopasd.data.layout import SPLITS, discover_clips, list_machine_types
 from coopasd.data.partition import Factory, parse_factories
@@ -38,9 +38,9 @@ from coopasd.federation.records import (
     train_reply,
     train_request,
 )
+from coopasd.learn.participant import TrainedHead, evaluate_round, train_round
 from coopasd.model.encoders import Encoder, initial_encoder
-from coopasd.participant import TrainedHead, evaluate_round, train_round
-from coopasd.report import write_factory_result
+from coopasd.rundir.writer import write_factory_result
 
 # The run config keys of coopasd's Flower app (deploy/pyproject.toml [tool.flwr.app.config]).
 RUN_CONFIG_KEYS = frozenset({"run-config", "run-dir", "factories", "resume"})

@@ -41,7 +41,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from coopasd.config import PrivacyConfig, RunConfig
+from coopasd.config.settings import PrivacyConfig, RunConfig
 from coopasd.errors import ConfigError
 
 log = logging.getLogger(__name__)

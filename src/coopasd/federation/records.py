@@ -24,9 +24,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from coopasd.evaluation import SectionScores
-from coopasd.metrics import SectionMetrics, harmonic_mean
-from coopasd.train import EpochStats
+from coopasd.dcase.evaluation import SectionScores
+from coopasd.dcase.metrics import SectionMetrics, harmonic_mean
+from coopasd.learn.train import EpochStats
 
 Share = Literal["encoder", "no_norm", "lora"]
 ReportMetrics = Literal["per_factory", "aggregate", "none"]

@@ -20,7 +20,8 @@ from pathlib import Path
 from flwr.app import ArrayRecord, Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
-from coopasd.config import RunConfig, from_toml_text, to_toml
+from coopasd.config.settings import RunConfig, from_toml_text, to_toml
+from coopasd.dcase.metrics import harmonic_mean, summarize
 from coopasd.errors import CoopasdError
 from coopasd.federation.checkpoint import GlobalCheckpoint, params_hash
 from coopasd.federation.privacy import PrivacyServer
@@ -41,9 +42,8 @@ from coopasd.federation.strategy import (
     screen_train,
     strategy_state,
 )
-from coopasd.metrics import harmonic_mean, summarize
 from coopasd.model.encoders import initial_encoder
-from coopasd.report import FEDERATION_FILE, write_json
+from coopasd.rundir.writer import FEDERATION_FILE, write_json
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 from flwr.app import Context, Message
 
-from coopasd.config import RunConfig, parse_drill
+from coopasd.config.settings import RunConfig, parse_drill
 from coopasd.data.layout import check_trainable, discover_clips
 from coopasd.data.partition import parse_factories
+from coopasd.dcase.results import FactoryResult
 from coopasd.errors import CoopasdError
 from coopasd.federation.checkpoint import GlobalCheckpoint, verify_local_states
 from coopasd.federation.client_app import make_client_app, simulation_settings
 from coopasd.federation.server_app import ServerSettings, make_server_app
-from coopasd.report import FEDERATION_FILE, read_factory_result, read_json
-from coopasd.results import FactoryResult
+from coopasd.rundir.writer import FEDERATION_FILE, read_factory_result, read_json
 
 
 class RunSimulationNotice(logging.Filter):

@@ -36,7 +36,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, MultiKrum
 
-from coopasd.config import FederationConfig
+from coopasd.config.settings import FederationConfig
 from coopasd.federation.records import (
     SCORE_METRICS,
     EvaluateReply,

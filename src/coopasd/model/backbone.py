@@ -8,14 +8,13 @@ patches)`` is computed once per forward and shared by all layers, as in the refe
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from coopasd.model.beats import BEATsConfig
+from coopasd.model.beats_config import BEATsConfig
 
 ATTENTION_ALPHA = 32.0  # BEATs scales logits down by alpha, subtracts the row max, scales back up
 ComputePath = Literal["fast", "sdpa", "plain"]  # how the layers compute (same results): see BEATs.set_path

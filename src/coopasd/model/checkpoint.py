@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from coopasd.config import ModelConfig
+from coopasd.config.settings import ModelConfig
 from coopasd.errors import ConfigError, CoopasdError
-from coopasd.model.beats import BEATs, BEATsConfig, preset
+from coopasd.model.beats import BEATs
+from coopasd.model.beats_config import BEATsConfig, preset
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Pa
 
 
 def checkpoint_bytes(cfg: dict[str, Any], model: dict[str, torch.Tensor], meta: dict | None = None) -> bytes:
-    """The serialized, sealed ``{"cfg", "model", "meta"}`` dict (what :mod:`coopasd.report` writes to disk)."""
+    """The serialized, sealed ``{"cfg", "model", "meta"}`` dict (what :mod:`coopasd.rundir.writer` writes to disk)."""
     payload = {"cfg": cfg, "model": {k: v.detach().cpu().clone() for k, v in model.items()}, "meta": meta or {}}
     return torch_bytes(payload)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from coopasd.config import ModelConfig
+from coopasd.config.settings import ModelConfig
 from coopasd.model.aisfx import DEFAULT_WEIGHTS as AISFX_WEIGHTS
 from coopasd.model.aisfx_encoder import AisfxEncoder, aisfx_encoder
-from coopasd.model.beats import BEATs, BEATsConfig
+from coopasd.model.beats import BEATs
+from coopasd.model.beats_config import BEATsConfig
 from coopasd.model.checkpoint import check_encoder_settings
 from coopasd.model.checkpoint import initial_encoder as initial_beats
 

@@ -32,8 +32,7 @@ import scipy.stats
 import torch
 from torch import nn
 
-from coopasd.config import DataConfig, DetectConfig, ModelConfig, build
-from coopasd.embed import AISFX_WEIGHTS, clip_features
+from coopasd.config.settings import DataConfig, DetectConfig, ModelConfig, build
 from coopasd.errors import CoopasdError, DetectorError, ScoreError
 from coopasd.model.aisfx import expected_weights_sha256, load_aisfx
 from coopasd.model.aisfx_encoder import AisfxEncoder
@@ -43,6 +42,7 @@ from coopasd.model.checkpoint import (
     load_state_strict,
     read_checkpoint,
 )
+from coopasd.model.embed import AISFX_WEIGHTS, clip_features
 from coopasd.model.encoders import Encoder, encoder_for_file
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ class FusedDetector:
 
     Each member's scores are already on a common scale (distance / the bank's leave-one-out
     median), so their mean needs no test statistics. ``weights`` (member -> weight, summing to 1;
-    None = the plain mean) come from normal training clips only (:mod:`coopasd.weighting`). The
+    None = the plain mean) come from normal training clips only (:mod:`coopasd.detect.weighting`). The
     threshold comes from the members' leave-one-out training scores, combined the same way.
     """
 
@@ -513,7 +513,7 @@ def fit_detector(
     """Fit one member per feature set on a section's normal training clips (source and target banks).
 
     ``weights``: each member's share of the fused score (None: the plain mean; see
-    :func:`coopasd.weighting.validated_weights`).
+    :func:`coopasd.detect.weighting.validated_weights`).
     ``name`` (``machine/section``) is what warnings and errors name. Raises :class:`DetectorError`
     when the section has no source-domain clips or fewer than two distinct clips.
     """
@@ -562,7 +562,7 @@ class FactoryModel:
         return scores, det.decide(scores)
 
     def to_bytes(self) -> bytes:
-        """The serialized model file (written by :func:`coopasd.report.save_model`)."""
+        """The serialized model file (written by :func:`coopasd.rundir.writer.save_model`)."""
         payload_meta = dict(self.meta) | {
             "factory": self.name,
             "model_cfg": dataclasses.asdict(self.model_cfg),

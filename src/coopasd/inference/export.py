@@ -4,7 +4,7 @@ Three formats of the same thing, the encoder AND the detector (memory banks, sta
 leave-one-out scales, thresholds) of each machine type and section:
 
 - ``safetensors``: every tensor in one file plus a JSON header (``__metadata__["coopasd"]``: configs,
-  section keys, thresholds, scales, the fbank settings). :mod:`coopasd.plant_scorer` scores with it
+  section keys, thresholds, scales, the fbank settings). :mod:`coopasd.inference.plant_scorer` scores with it
   using only numpy and safetensors (no torch).
 - ``onnx``: the whole scoring graph of one section, ``waveform (batch, samples) -> score (batch,),
   decision (batch,)``: Kaldi fbank, BEATs encoder, pooling, kNN distances to both banks, fusion
@@ -32,9 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from coopasd.detect import FactoryModel, FusedDetector, KnnDetector
-from coopasd.errors import CoopasdError
-from coopasd.features import (
+from coopasd.data.features import (
     FBANK_MEAN,
     FBANK_STD,
     WAVE_SCALE,
@@ -44,12 +42,14 @@ from coopasd.features import (
     mel_filterbank,
     povey_window,
 )
+from coopasd.detect.detectors import FactoryModel, FusedDetector, KnnDetector
+from coopasd.errors import CoopasdError
 from coopasd.model.backbone import offset_buckets
 from coopasd.model.beats import BEATs, pool
 
 Format = Literal["safetensors", "onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("safetensors", "onnx", "torchscript")
-FORMAT_VERSION = 1  # of the safetensors layout read by coopasd.plant_scorer
+FORMAT_VERSION = 1  # of the safetensors layout read by coopasd.inference.plant_scorer
 ONNX_OPSET = 18
 
 

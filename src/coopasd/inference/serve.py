@@ -7,7 +7,7 @@ Routes:
   optional query parameters ``machine``, ``section`` (else read from a DCASE file name, else the
   model's only section) and ``name`` (the clip's name for a raw body). Answers
   ``{"factory", "clip", "score", "decision", "threshold", "machine_type", "section"}``, the same
-  numbers as ``coopasd score`` on the same file (both go through :mod:`coopasd.scoring`).
+  numbers as ``coopasd score`` on the same file (both go through :mod:`coopasd.inference.scoring`).
 - ``GET /health``: status, factory name, sections, sample rate and the service's limits.
 - ``GET /openapi.json``: the OpenAPI schema. The interactive pages ``/docs`` and ``/redoc`` load
   their JavaScript and CSS from a public CDN, which a plant network may not reach; the schema
@@ -40,7 +40,7 @@ from starlette.datastructures import UploadFile
 
 from coopasd.data.audio import decode_audio
 from coopasd.errors import AudioError, CoopasdError
-from coopasd.scoring import FactoryModel, resolve_section, score_wave, sections
+from coopasd.inference.scoring import FactoryModel, resolve_section, score_wave, sections
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def run_service(model_path: Path, host: str, port: int, max_upload_mb: float, ma
     """Load a factory model and serve it with uvicorn until interrupted (``coopasd serve``)."""
     import uvicorn
 
-    from coopasd.scoring import load_model
+    from coopasd.inference.scoring import load_model
 
     if max_upload_mb <= 0 or max_seconds <= 0:
         raise CoopasdError("--max-upload-mb and --max-seconds must be positive")

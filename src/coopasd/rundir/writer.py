@@ -1,10 +1,9 @@
-"""The only writer of result files: run directories (every mode the same way), factory models, a
-factory's own folder in a federated run, federation.json, comparison, figures, the HTML report, the
+"""The on-disk writer of every result file: run directories (every mode the same way), factory models,
+a factory's own folder in a federated run, federation.json, comparison.json, run records, the
 pre-trained backbone and its record. It also reads back what it wrote where a run needs it.
 
-Re-running ``coopasd evaluate`` or ``coopasd report`` is lossless and idempotent: evaluate recomputes
-the metric keys of ``metrics.json`` (and ``comparison.json``) from the submission files and keeps
-every other key; the report page is a function of those files, the config and the submission files.
+Flower's apps import this module, so it stays free of rich and matplotlib: the page, figures and
+console tables live in :mod:`coopasd.report`.
 
 Every file is written atomically (temporary file + rename), so an interrupted run never
 leaves a half-written result behind.
@@ -25,30 +24,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from rich import box
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
-from coopasd import page
 from coopasd.atomic import write_atomic
-from coopasd.config import RunConfig, from_toml_text, to_toml
-from coopasd.data.layout import Clip, discover_clips
-from coopasd.detect import FactoryModel, section_key
-from coopasd.environment import host, versions
-from coopasd.errors import CoopasdError, OutputError, RunDirError, SubmissionError
-from coopasd.evaluation import (
+from coopasd.config.settings import RunConfig, to_toml
+from coopasd.data.layout import Clip
+from coopasd.dcase.evaluation import (
     ScoredRun,
-    SectionScores,
     decision_file_name,
-    evaluate_submission,
     read_submission,
     score_file_name,
 )
-from coopasd.figures import comparison_figures, run_figures
-from coopasd.metrics import summarize
-from coopasd.provenance import data_keys
-from coopasd.results import MODES, Comparison, FactoryResult, ModeResult, compare_modes
+from coopasd.dcase.results import MODES, FactoryResult, ModeResult
+from coopasd.detect.detectors import FactoryModel, section_key
+from coopasd.errors import CoopasdError, OutputError, RunDirError, SubmissionError
+from coopasd.rundir.environment import host, versions
+from coopasd.rundir.provenance import data_keys
 
 FEDERATION_FILE = "federation.json"  # the server's result in its run directory
 FACTORY_MODEL_FILE = "model.pt"  # a federated factory's detector, in its own folder
@@ -260,19 +250,6 @@ def write_metrics(run_dir: Path, summary: dict) -> None:
     write_atomic(Path(run_dir) / "metrics.csv", _csv_text(formatted))
 
 
-def metrics_table(summary: dict, title: str = "DCASE 2023 Task 2 metrics") -> Table:
-    """A rich table of the per-machine values and the mean rows."""
-    table = Table(title=Text(title))  # Text: a path in the title is not read as markup
-    rows = metrics_rows(summary)
-    for i, name in enumerate(rows[0]):
-        table.add_column(str(name).replace("_", " "), justify="left" if i == 0 else "right", overflow="fold")
-    for row in rows[1:]:
-        style = "bold" if row[0] == "harmonic mean" else None
-        table.add_row(escape(str(row[0])), *(f"{100 * float(v):.2f}" for v in row[1:]), style=style)
-    table.caption = "values in %; official score = harmonic mean of all AUC(source), AUC(target), pAUC"
-    return table
-
-
 def write_pretrained(out: Path, checkpoint: bytes, meta: dict) -> dict:
     """The pre-trained backbone and its record ``<out>.json`` (meta plus the file's sha256); returns the record."""
     record = meta | {"sha256": hashlib.sha256(checkpoint).hexdigest()}
@@ -290,37 +267,14 @@ def run_summary(result: ModeResult, data_dir: Path) -> dict | None:
 # ---- a run directory --------------------------------------------------------------------------------------
 
 
-def _config_text(run_dir: Path) -> str | None:
+def config_text(run_dir: Path) -> str | None:
     path = Path(run_dir) / "config.toml"
     return path.read_text() if path.is_file() else None
 
 
-def _parse_config(text: str | None) -> RunConfig | None:
-    """The run's config, or None where it has none or one this version cannot read (the page says less)."""
-    try:
-        return from_toml_text(text) if text else None
-    except CoopasdError:
-        return None
-
-
-def _save_figures(run_dir: Path, figures: Sequence[page.Figure]) -> None:
-    for fig in figures:
-        write_atomic(Path(run_dir) / f"{fig.name}.png", fig.png)
-
-
-def write_run_report(
-    run_dir: Path, summary: Mapping, config_text: str | None, sections: Sequence[SectionScores] | None, note: str = ""
-) -> Path:
-    """``report.html`` of a run directory (figures inlined; each also saved as ``<name>.png``)."""
-    cfg = _parse_config(config_text)
-    figures = run_figures(summary, sections, cfg)
-    _save_figures(run_dir, figures)
-    return write_atomic(Path(run_dir) / "report.html", page.run_page(summary, cfg, config_text, figures, note))
-
-
-def write_run(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path) -> dict | None:
-    """A whole run directory, the same for every mode: config, submission, models, metrics, figures,
-    HTML. Returns the metrics summary, or None where every test label is hidden.
+def write_run_files(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path) -> dict | None:
+    """A run directory's result files, the same for every mode: config, submission, models, metrics.
+    Returns the metrics summary, or None where every test label is hidden.
 
     Result files of an earlier run in ``run_dir`` are removed first (see :func:`clear_results`), so
     nothing stale survives beside the new scores; a federated run keeps its own ``federation.json``."""
@@ -331,14 +285,12 @@ def write_run(run_dir: Path, result: ModeResult, cfg: RunConfig, data_dir: Path)
     for model in result.models:
         save_model(run_dir / "models" / f"{model.name}.pt", model)
     summary = run_summary(result, data_dir)
-    if summary is None:
-        return None
-    write_metrics(run_dir, summary)
-    write_run_report(run_dir, summary, to_toml(cfg), result.run.sections)
+    if summary is not None:
+        write_metrics(run_dir, summary)
     return summary
 
 
-def _read_metrics(run_dir: Path) -> dict:
+def read_metrics(run_dir: Path) -> dict:
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
         raise SubmissionError(f"{path}: not found; run 'coopasd evaluate {run_dir} --data DATA_DIR' first")
@@ -346,21 +298,6 @@ def _read_metrics(run_dir: Path) -> dict:
     if "machines" not in summary or "official_score" not in summary:
         raise SubmissionError(f"{path}: not a coopasd metrics file (no 'machines' or 'official_score')")
     return summary
-
-
-def _sections_on_disk(run_dir: Path, summary: Mapping) -> tuple[list[SectionScores] | None, str]:
-    """The run's scored test clips with labels from the data tree named in ``summary``, or why not."""
-    data = summary.get("data")
-    if not data:
-        hint = f"run 'coopasd evaluate {run_dir} --data DATA_DIR' once to record it"
-        return None, f"Score plots left out: metrics.json does not name the data tree with the labels ({hint})."
-    if not Path(data).is_dir():
-        return None, f"Score plots left out: the data tree with the labels, {data}, is gone."
-    try:
-        clips = discover_clips(Path(data), splits=("test",))
-        return read_submission(Path(run_dir) / "submission", clips, require_all=False).sections, ""
-    except CoopasdError as err:
-        return None, f"Score plots left out: {err}"
 
 
 def model_thresholds(run_dir: Path) -> dict[str, float]:
@@ -373,24 +310,6 @@ def model_thresholds(run_dir: Path) -> dict[str, float]:
         except CoopasdError:
             continue
     return found
-
-
-def evaluate_run(run_dir: Path, data_dir: Path, mode: str | None = None) -> tuple[dict, list[SectionScores]]:
-    """Recompute a run directory's metrics from its submission files and the data tree's labels:
-    the metric keys are replaced, every other key of an existing ``metrics.json`` is kept (``mode``
-    and the thresholds are filled in where missing; the versions a run ran with are never guessed);
-    then ``metrics.csv`` and the report are rewritten. Returns the summary and the scored sections."""
-    run_dir = Path(run_dir)
-    run, sections = evaluate_submission(run_dir / "submission", discover_clips(data_dir, splits=("test",)))
-    existing = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    summary = existing | summarize(sections) | data_keys(data_dir)
-    if mode:
-        summary.setdefault("mode", mode)
-    if "thresholds" not in summary and (thresholds := model_thresholds(run_dir)):
-        summary["thresholds"] = thresholds
-    write_metrics(run_dir, summary)
-    write_run_report(run_dir, summary, _config_text(run_dir), run.sections)
-    return summary, run.sections
 
 
 # ---- a comparison directory --------------------------------------------------------------------------------
@@ -416,138 +335,5 @@ def sibling_floor(out: Path, data: str | None, machines: Sequence[str]) -> dict 
     return floor if same_data and sorted(floor.get("machines", {})) == sorted(machines) else None
 
 
-def _floor_entry(floor: Mapping) -> dict:
+def floor_entry(floor: Mapping) -> dict:
     return {"official_score": floor["official_score"], "machines": floor["machines"]}
-
-
-def write_comparison_report(
-    out: Path,
-    summary: Mapping,
-    modes: Mapping[str, Mapping],
-    sections: Mapping[str, Sequence[SectionScores] | None],
-    config_text: str | None = None,
-    note: str = "",
-) -> Path:
-    """The comparison's ``report.html`` from comparison.json (``summary``), the modes' metrics.json and
-    their scored sections (figures inlined; each also saved as ``<name>.png``). ``config_text``: the
-    run's config.toml; None reads ``out/federated/config.toml``. ``note``: why score plots are missing."""
-    config_text = config_text if config_text is not None else _config_text(Path(out) / "federated")
-    cfg = _parse_config(config_text)
-    figures = comparison_figures(summary, modes, sections, cfg)
-    _save_figures(out, figures)
-    html_text = page.comparison_page(summary, modes, cfg, config_text, figures, note)
-    return write_atomic(Path(out) / "report.html", html_text)
-
-
-def write_comparison(
-    out: Path, comparison: Comparison, cfg: RunConfig, data_dir: Path, floor: dict | None = None
-) -> dict:
-    """``comparison.json`` and the combined report. ``floor``: the non-learned baseline's metrics.json
-    summary (drawn and tabled beside the modes); None looks for ``out/../baseline/metrics.json``.
-    An earlier single run's results at the top of ``out`` are removed first (see :func:`clear_results`)."""
-    clear_results(out)
-    summary = comparison.summary()
-    machines = list(summary["modes"]["federated"]["machines"])
-    floor = floor or sibling_floor(out, data_keys(data_dir)["data"], machines)
-    if floor:
-        summary["floor"] = _floor_entry(floor)
-    write_json(Path(out) / COMPARISON_FILE, summary)
-    modes = {m: run_summary(r, data_dir) or {} for m, r in comparison.modes.items()}
-    sections = {m: r.run.sections for m, r in comparison.modes.items()}
-    write_comparison_report(out, summary, modes, sections, to_toml(cfg))
-    return summary
-
-
-def evaluate_comparison(out: Path, data_dir: Path) -> tuple[dict, dict[str, dict]]:
-    """:func:`evaluate_run` for each mode, then ``comparison.json`` (metric keys recomputed, every other
-    key kept) and the combined report. Returns comparison.json's content and the modes' summaries."""
-    out = Path(out)
-    modes, sections = {}, {}
-    for mode in MODES:
-        modes[mode], sections[mode] = evaluate_run(out / mode, data_dir, mode)
-    path = out / COMPARISON_FILE
-    summary = (read_json(path) if path.is_file() else {}) | compare_modes(modes)
-    summary.setdefault("rounds", modes["federated"].get("rounds", []))
-    floor = sibling_floor(out, data_keys(data_dir)["data"], list(modes["federated"]["machines"]))
-    if "floor" not in summary and floor:
-        summary["floor"] = _floor_entry(floor)
-    write_json(path, summary)
-    write_comparison_report(out, summary, modes, sections)
-    return summary, modes
-
-
-def rebuild_report(run_dir: Path) -> tuple[dict, Path]:
-    """Rewrite ``report.html`` of a run or comparison directory from its files; nothing else changes.
-    Keys older runs lack are derived for the page only (thresholds from the saved models, the
-    per-machine differences from the modes' metrics.json). Returns the summary the page shows
-    (metrics.json or comparison.json) and the page's path."""
-    run_dir = Path(run_dir)
-    if not is_comparison(run_dir):
-        summary = _read_metrics(run_dir)
-        summary.setdefault("thresholds", model_thresholds(run_dir))
-        sections, note = _sections_on_disk(run_dir, summary)
-        return summary, write_run_report(run_dir, summary, _config_text(run_dir), sections, note)
-    path = run_dir / COMPARISON_FILE
-    if not path.is_file():
-        raise SubmissionError(f"{path}: not found; run 'coopasd evaluate {run_dir} --data DATA_DIR' first")
-    modes = {m: _read_metrics(run_dir / m) for m in MODES}
-    for mode, summary in modes.items():
-        summary.setdefault("thresholds", model_thresholds(run_dir / mode))
-    fed = modes["federated"]
-    summary = compare_modes(modes) | read_json(path)
-    if "floor" not in summary and (floor := sibling_floor(run_dir, fed.get("data"), list(fed["machines"]))):
-        summary["floor"] = _floor_entry(floor)
-    found = {m: _sections_on_disk(run_dir / m, modes[m]) for m in MODES}
-    note = next((f"{m}: {why}" for m, (_, why) in found.items() if why), "")
-    sections = {m: secs for m, (secs, _) in found.items()}
-    return summary, write_comparison_report(run_dir, summary, modes, sections, None, note)
-
-
-# ---- printed tables and captions ---------------------------------------------------------------------------
-
-
-METRIC_LABELS = {"auc_source": "AUC source", "auc_target": "AUC target", "pauc": "pAUC", "official_score": "hmean"}
-VS_CENTRAL = "fed vs central (%)"  # relative difference, in % of the centralized value
-VS_LOCAL = "fed vs local (pt)"  # absolute difference, in percentage points
-
-
-def comparison_rows(modes: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    """Per machine AUC(source), AUC(target), pAUC, hmean for each mode (in %), plus federated vs centralized
-    (relative, in % of centralized) and federated vs local-only (absolute, in percentage points), as
-    :func:`coopasd.results.compare_modes` computes them."""
-    compared = compare_modes(modes)
-    header = ["machine", "metric", *MODES, VS_CENTRAL, VS_LOCAL]
-
-    def row(label: str, metric: str, values: list[float], diff: dict) -> list[str]:
-        vs_central, vs_local = diff["vs_centralized_percent"], diff["vs_local_points"]
-        return [label, metric, *(f"{100 * v:.2f}" for v in values), f"{vs_central:+.2f}%", f"{vs_local:+.2f} pt"]
-
-    rows = [
-        row(m, label, [modes[n]["machines"][m][metric] for n in MODES], compared["differences"][m][metric])
-        for m in sorted(compared["differences"])
-        for metric, label in METRIC_LABELS.items()
-    ]
-    overall = {
-        "vs_centralized_percent": compared["federated_vs_centralized_percent"],
-        "vs_local_points": compared["federated_vs_local_points"],
-    }
-    rows.append(row("all", "official", [modes[n]["official_score"] for n in MODES], overall))
-    return header, rows
-
-
-def comparison_table(modes: dict[str, dict]) -> Table:
-    """The comparison as a rich table that folds, never cuts, cells and headers on a narrow terminal."""
-    header, rows = comparison_rows(modes)
-    table = Table(
-        title="federated vs centralized vs local-only (values in %)",
-        caption="fed vs central: relative, in % of centralized; fed vs local: absolute, in percentage points",
-        box=box.SIMPLE_HEAD,
-        collapse_padding=True,
-        pad_edge=False,
-    )
-    for i, name in enumerate(header):
-        label = name.replace("fed vs ", "fed vs\n")
-        table.add_column(label, justify="left" if i < 2 else "right", overflow="fold")
-    for row in rows:
-        table.add_row(*(escape(c) for c in row), style="bold" if row[0] == "all" else None)
-    return table

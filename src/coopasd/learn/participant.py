@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from coopasd.config import RunConfig
+from coopasd.config.settings import RunConfig
 from coopasd.data.dataset import FactoryData
 from coopasd.data.layout import Clip, group_by_machine_section
-from coopasd.detect import FactoryModel, fit_detector, require_finite_scores, section_key
-from coopasd.embed import clip_features, frozen_encoders
-from coopasd.evaluation import SectionScores
+from coopasd.dcase.evaluation import SectionScores
+from coopasd.dcase.results import FactoryResult
+from coopasd.detect.detectors import FactoryModel, fit_detector, require_finite_scores, section_key
+from coopasd.detect.weighting import validated_weights
+from coopasd.learn.train import EpochStats, TrainingSet, make_head, steps_per_run, train_local
+from coopasd.model.embed import clip_features, frozen_encoders
 from coopasd.model.encoders import Encoder
-from coopasd.results import FactoryResult
-from coopasd.train import EpochStats, TrainingSet, make_head, steps_per_run, train_local
-from coopasd.weighting import validated_weights
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from coopasd.data.layout import Clip, group_by_machine_section
+from coopasd.dcase.metrics import SectionMetrics, section_metrics
 from coopasd.errors import SubmissionError
-from coopasd.metrics import SectionMetrics, section_metrics
 
 _SCORE_FILE = re.compile(r"^anomaly_score_(?P<machine>.+)_section_(?P<section>\d{2})_test\.csv$")
 

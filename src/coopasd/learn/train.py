@@ -2,7 +2,7 @@
 
 Task: classify every normal training clip into its (machine type, section, attributes) class
 with an ArcFace margin head; optionally also into "pseudo-anomaly" classes made by perturbing
-normal clips (see :mod:`coopasd.augment`). Target-domain clips are few, so each epoch draws
+normal clips (see :mod:`coopasd.data.augment`). Target-domain clips are few, so each epoch draws
 them with replacement until they make ``target_fraction`` of the samples (oversampling).
 Centralized, local-only and federated modes all call :func:`train_local`.
 """
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
-from coopasd.config import SAMPLE_RATE, ModelConfig, TrainConfig
-from coopasd.embed import autocast, clip_embeddings, embedding_dim, pick_device, precision_scope
+from coopasd.config.settings import SAMPLE_RATE, ModelConfig, TrainConfig
+from coopasd.data.augment import PSEUDO_ANOMALIES, pseudo_anomaly, spec_augment
 from coopasd.model.aisfx_encoder import AisfxEncoder, crop_maps, mask_maps
 from coopasd.model.beats import Pooling
+from coopasd.model.embed import autocast, clip_embeddings, embedding_dim, pick_device, precision_scope
 from coopasd.model.encoders import Encoder
 from coopasd.model.heads import ArcFace
 

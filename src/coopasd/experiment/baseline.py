@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from coopasd.config import BaselineConfig, DataConfig, DetectConfig
+from coopasd.config.settings import BaselineConfig, DataConfig, DetectConfig
 from coopasd.data.audio import load_many
 from coopasd.data.layout import Clip, group_by_machine_section
-from coopasd.detect import KnnDetector, require_distinct
-from coopasd.embed import logmel_features
+from coopasd.dcase.evaluation import ScoredRun, SectionScores
+from coopasd.detect.detectors import KnnDetector, require_distinct
 from coopasd.errors import LayoutError
-from coopasd.evaluation import ScoredRun, SectionScores
+from coopasd.model.embed import logmel_features
 
 
 def _load_features(

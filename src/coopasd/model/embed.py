@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from coopasd.config import DetectConfig, ModelConfig, detector_members
+from coopasd.config.settings import DetectConfig, ModelConfig, detector_members
+from coopasd.data.features import logmel_statistics
 from coopasd.errors import ConfigError
-from coopasd.features import logmel_statistics
 from coopasd.model.aisfx import DEFAULT_WEIGHTS as AISFX_WEIGHTS
 from coopasd.model.aisfx import AisfxCNN, load_aisfx
 from coopasd.model.aisfx_encoder import AisfxEncoder
@@ -46,7 +46,7 @@ def pick_device(name: str) -> torch.device:
 
 def resolve_precision(precision: Precision, device: torch.device) -> Literal["fp32", "tf32", "bf16"]:
     """What ``[model] precision`` means on ``device``: ``auto`` is bf16 on a CUDA device that supports it
-    (features within about 1e-2 relative of fp32, see README), else fp32; ``tf32`` only changes CUDA."""
+    (features within about 1e-2 relative of fp32, see docs/speed.md), else fp32; ``tf32`` only changes CUDA."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "tf32" and device.type != "cuda":
@@ -94,7 +94,7 @@ def clip_embeddings(
     """Pooled embeddings ``(batch, dim)`` of waveforms ``(batch, samples)`` (graph kept for training).
 
     The aiSFX encoder has its own pooling and no layer choice (``pooling``, ``layer`` and the fbank
-    transform do not apply: it trains on cached maps, see :func:`coopasd.train.train_local`)."""
+    transform do not apply: it trains on cached maps, see :func:`coopasd.learn.train.train_local`)."""
     if isinstance(encoder, AisfxEncoder):
         return encoder(waves)
     features, mask = encoder.layer_features(waves, layer, fbank_transform)

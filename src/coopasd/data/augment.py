@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from coopasd.config import SAMPLE_RATE
+from coopasd.config.settings import SAMPLE_RATE
 
 PSEUDO_ANOMALIES = ("band_gain", "tone", "clicks", "modulation", "noise_burst")
 

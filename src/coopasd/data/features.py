@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from coopasd.config import SAMPLE_RATE
+from coopasd.config.settings import SAMPLE_RATE
 
 WAVE_SCALE = 2.0**15  # BEATs multiplies [-1, 1] float audio by this before the fbank
 FBANK_MEAN = 15.41663  # BEATs' dataset statistics of the log-mel fbank

@@ -1,5 +1,6 @@
 """Which figures a report page shows, with their captions: from the runs' summaries (``metrics.json``,
-``comparison.json``) and scored sections to :class:`coopasd.page.Figure` (drawing is :mod:`coopasd.plots`)."""
+``comparison.json``) and scored sections to :class:`coopasd.report.page.Figure` (drawing is
+:mod:`coopasd.report.plots`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coopasd import plots
-from coopasd.config import RunConfig
-from coopasd.evaluation import SectionScores
-from coopasd.page import MODE_NAMES, Figure
-from coopasd.plots import Curve, Histogram
-from coopasd.results import MODES
+from coopasd.config.settings import RunConfig
+from coopasd.dcase.evaluation import SectionScores
+from coopasd.dcase.results import MODES
+from coopasd.report import plots
+from coopasd.report.page import MODE_NAMES, Figure
+from coopasd.report.plots import Curve, Histogram
 
 
 def bytes_caption(rounds: Sequence[Mapping]) -> str:
@@ -69,7 +70,7 @@ class Labelled:
 
 
 def labelled(sections: Sequence) -> list[Labelled]:
-    """:class:`Labelled` of every evaluable :class:`coopasd.evaluation.SectionScores`."""
+    """:class:`Labelled` of every evaluable :class:`coopasd.dcase.evaluation.SectionScores`."""
     return [
         Labelled(
             s.machine_type,

@@ -21,15 +21,15 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Literal
 
-from coopasd.baseline import run_baseline
-from coopasd.config import RunConfig, detector_members
+from coopasd.config.settings import RunConfig, detector_members
 from coopasd.data.dataset import FactoryData, clips_to_load, load_all
 from coopasd.data.layout import Clip, check_trainable, discover_clips
 from coopasd.data.partition import parse_factories
-from coopasd.embed import pick_device
+from coopasd.dcase.results import MODES, Comparison, ModeResult
+from coopasd.experiment.baseline import run_baseline
+from coopasd.learn.participant import TrainedHead, finish, train_encoder, training_steps
+from coopasd.model.embed import pick_device
 from coopasd.model.encoders import initial_encoder
-from coopasd.participant import TrainedHead, finish, train_encoder, training_steps
-from coopasd.results import MODES, Comparison, ModeResult
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from coopasd.data.audio import fix_length, load_audio
 from coopasd.data.layout import parse_clip_path
-from coopasd.detect import FactoryModel, require_finite_scores  # the only import of the saved model's class
+from coopasd.detect.detectors import FactoryModel, require_finite_scores  # the only import of the saved model's class
 from coopasd.errors import LayoutError, SectionError
 
 __all__ = [

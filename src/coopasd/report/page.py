@@ -1,6 +1,6 @@
 """The HTML report page, as one self-contained string: plain-language header, tables, inlined figures,
 what was shared, provenance. Pure functions of the run's summaries (``metrics.json``,
-``comparison.json``) and figures; :mod:`coopasd.report` writes the file.
+``comparison.json``) and figures; :mod:`coopasd.rundir.writer` writes the file.
 
 Every number in a table cell carries ``data-src``: its path in the summary the page was made from
 (``machines/fan/auc_source``), so a test (or a reader) can check the page against the JSON.
@@ -14,7 +14,7 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from coopasd.config import RunConfig, detector_members
+from coopasd.config.settings import RunConfig, detector_members
 from coopasd.data.partition import parse_factories
 from coopasd.errors import ConfigError
 

@@ -1,5 +1,5 @@
 """What a run ends with, in memory: each factory's detector and scores, each mode's result, the
-comparison of the modes. Pure values and arithmetic; :mod:`coopasd.report` writes them."""
+comparison of the modes. Pure values and arithmetic; :mod:`coopasd.rundir.writer` writes them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from coopasd.detect import FactoryModel
+from coopasd.dcase.evaluation import ScoredRun, SectionScores
+from coopasd.dcase.metrics import summarize
+from coopasd.detect.detectors import FactoryModel
 from coopasd.errors import MetricsError
-from coopasd.evaluation import ScoredRun, SectionScores
-from coopasd.metrics import summarize
 
 MODES = ("federated", "centralized", "local")
 METRICS = ("auc_source", "auc_target", "pauc", "official_score")  # per machine type, in comparison.json

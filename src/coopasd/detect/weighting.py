@@ -3,13 +3,13 @@
 ``[detect] member_weights = "validated"``: per machine type and section, a share of each domain's
 normal training clips is held back (``validation_share``; a domain keeps at least two clips to fit
 on); every member is fitted on the rest; each held-back clip gets one perturbed copy
-(:func:`coopasd.augment.pseudo_anomaly`, the kinds of ``PSEUDO_ANOMALIES`` cycled, seeded); each
+(:func:`coopasd.data.augment.pseudo_anomaly`, the kinds of ``PSEUDO_ANOMALIES`` cycled, seeded); each
 member scores the held-back normals and their perturbed copies, and its weight is how far its AUC
 lies above chance, ``max(AUC - 0.5, 0)``, over the sum of all members' (the plain mean where no
 member separates anything). A member that cannot tell the pseudo-anomalies apart weighs nothing;
 among members that all separate well the weights stay near equal. Test clips and their labels are
 never looked at. The detector that scores is then fitted on ALL the section's clips
-(:func:`coopasd.detect.fit_detector` with these weights).
+(:func:`coopasd.detect.detectors.fit_detector` with these weights).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from coopasd.augment import PSEUDO_ANOMALIES, pseudo_anomaly
-from coopasd.config import DetectConfig
-from coopasd.detect import KnnDetector, member_settings
+from coopasd.config.settings import DetectConfig
+from coopasd.data.augment import PSEUDO_ANOMALIES, pseudo_anomaly
+from coopasd.detect.detectors import KnnDetector, member_settings
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from coopasd.metrics import MAX_FPR
+from coopasd.dcase.metrics import MAX_FPR
 
 MIN_SCORE_SPAN = 10.0  # points (%): the smallest y-range of a score plot
 COLORS = {

@@ -1,10 +1,10 @@
 """Pre-training the ``tiny`` backbone on the procedural corpus (``coopasd pretrain``).
 
 Objective: ArcFace classification of (machine kind, operating condition) plus the generic
-pseudo-anomaly classes of :mod:`coopasd.augment`, so the encoder learns both what separates
+pseudo-anomaly classes of :mod:`coopasd.data.augment`, so the encoder learns both what separates
 machines and conditions and the small spectral changes that faults make. The result is our
 checkpoint format (``cfg`` + ``model`` + ``meta``), loadable by
-:func:`coopasd.model.checkpoint.load_beats`; :func:`coopasd.report.write_pretrained` writes it.
+:func:`coopasd.model.checkpoint.load_beats`; :func:`coopasd.rundir.writer.write_pretrained` writes it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from coopasd.config import ModelConfig, TrainConfig
+from coopasd.config.settings import ModelConfig, TrainConfig
 from coopasd.data.corpus import CorpusConfig, generate_corpus
 from coopasd.data.family_corpus import family_classes, family_plant_seed, generator_module
-from coopasd.model.beats import BEATs, Pooling, preset
+from coopasd.learn.train import TrainingSet, make_head, steps_per_run, train_local
+from coopasd.model.beats import BEATs, Pooling
+from coopasd.model.beats_config import preset
 from coopasd.model.checkpoint import checkpoint_bytes
-from coopasd.train import TrainingSet, make_head, steps_per_run, train_local
 
 log = logging.getLogger(__name__)
 

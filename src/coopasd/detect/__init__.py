@@ -1,0 +1,1 @@
+"""Anomaly detectors: kNN memory banks, fused members, member weights, the saved factory model."""

@@ -1,0 +1,1 @@
+"""Using a trained factory model: scoring clips, the HTTP service, exports."""

@@ -1,0 +1,1 @@
+"""What a person reads: the HTML page, figures, plots and console tables."""
