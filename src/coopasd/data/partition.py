@@ -16,16 +16,13 @@ class Factory:
     machine_types: tuple[str, ...]
 
 
-def parse_factories(spec: str, machine_types: Sequence[str]) -> list[Factory]:
-    """``"plantA=fan+pump;plantB=valve"`` -> factories; empty -> one factory per machine type.
+def factory_parts(spec: str) -> list[tuple[str, tuple[str, ...]]]:
+    """``"plantA=fan+pump;plantB=valve"`` -> ``[(name, machine types), ...]``, checked without the data.
 
-    Every machine type in the data must belong to exactly one factory.
+    Each part needs a name and at least one machine type; a name given twice is an error (the second
+    factory would silently replace the first).
     """
-    available = list(machine_types)
-    if not spec.strip():
-        return [Factory(m, (m,)) for m in available]
-    factories: list[Factory] = []
-    seen: dict[str, str] = {}
+    parts: list[tuple[str, tuple[str, ...]]] = []
     for part in spec.split(";"):
         if not part.strip():
             continue
@@ -35,6 +32,23 @@ def parse_factories(spec: str, machine_types: Sequence[str]) -> list[Factory]:
         members = tuple(m.strip() for m in machines.split("+") if m.strip())
         if not name or not members:
             raise ConfigError(f"factory spec '{part}': needs a name and at least one machine type")
+        if name in dict(parts):
+            raise ConfigError(f"[partition] factories = {spec!r}: factory name '{name}' is given twice")
+        parts.append((name, members))
+    return parts
+
+
+def parse_factories(spec: str, machine_types: Sequence[str]) -> list[Factory]:
+    """``"plantA=fan+pump;plantB=valve"`` -> factories; empty -> one factory per machine type.
+
+    Every machine type in the data must belong to exactly one factory, and every factory has its own name.
+    """
+    available = list(machine_types)
+    if not spec.strip():
+        return [Factory(m, (m,)) for m in available]
+    factories: list[Factory] = []
+    seen: dict[str, str] = {}
+    for name, members in factory_parts(spec):
         for m in members:
             if m not in available:
                 raise ConfigError(f"factory '{name}': unknown machine type '{m}' (data has: {', '.join(available)})")
