@@ -3,7 +3,10 @@ config files that are huge or not files at all, and ``config show`` cutting long
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +17,7 @@ import pytest
 from coopasd.config import MAX_CONFIG_BYTES, load_run_config
 from coopasd.data.partition import parse_factories
 from coopasd.errors import ConfigError
-from tests.helpers import cli
+from tests.helpers import cli, make_tree
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -84,3 +87,91 @@ def test_config_files_that_are_not_small_regular_files_are_refused_at_once(tmp_p
     fine = tmp_path / "fine.toml"
     fine.write_text("# " + "x" * (MAX_CONFIG_BYTES - 100) + "\n[train]\nepochs = 3\n")  # large but under the cap
     assert load_run_config(fine).train.epochs == 3
+
+
+# ---------------------------------------------------------------- evaluate: incomplete or conflicting submissions
+
+SCORES = "submission/anomaly_score_fan_section_00_test.csv"
+DECISIONS = "submission/decision_result_fan_section_00_test.csv"
+
+
+def _first_row(text: str) -> str:
+    return text.splitlines()[0]
+
+
+CORRUPTIONS = {  # what is done to a good run directory -> what the error line names
+    "score file deleted": (lambda run: (run / SCORES).unlink(), SCORES),
+    "decision file deleted": (lambda run: (run / DECISIONS).unlink(), DECISIONS),
+    "a row left out": (lambda run: _edit(run / SCORES, lambda t: "\n".join(t.splitlines()[1:]) + "\n"), SCORES),
+    "a row twice": (lambda run: _edit(run / SCORES, lambda t: t + _first_row(t) + "\n"), SCORES),
+    "the same clip by path and by name": (
+        lambda run: _edit(run / SCORES, lambda t: t + "fan/test/" + _first_row(t) + "\n"),
+        SCORES,
+    ),
+    "a row of a clip the data has not": (lambda run: _edit(run / SCORES, lambda t: t + "ghost.wav,0.5\n"), SCORES),
+    "an infinite score": (lambda run: _edit(run / SCORES, lambda t: t.replace(",", ",inf\n#", 1)), SCORES),
+    "a decision of 0.5": (
+        lambda run: _edit(run / DECISIONS, lambda t: re.sub(r",[01]\n", ",0.5\n", t, count=1)),
+        DECISIONS,
+    ),
+    "a decision row left out": (
+        lambda run: _edit(run / DECISIONS, lambda t: "\n".join(t.splitlines()[1:]) + "\n"),
+        DECISIONS,
+    ),
+}
+
+
+def _edit(path: Path, change) -> None:
+    path.write_text(change(path.read_text()))
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory) -> Path:
+    """A finished baseline run over a tiny tree (data at ``run/../data``)."""
+    root = tmp_path_factory.mktemp("scored")
+    make_tree(root / "data")
+    done = _coopasd("baseline", "--data", str(root / "data"), "--out", str(root / "run"), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "run"
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_evaluate_refuses_an_incomplete_or_conflicting_submission_and_keeps_metrics(
+    tmp_path, monkeypatch, capsys, scored_run, corruption
+):
+    run, data = tmp_path / "run", scored_run.parent / "data"
+    shutil.copytree(scored_run, run)
+    before = (run / "metrics.json").read_bytes()
+    damage, named = CORRUPTIONS[corruption]
+    damage(run)
+    code, out, err = cli(monkeypatch, capsys, "evaluate", str(run), "--data", str(data))
+    assert code == 2 and "Traceback" not in out + err, (corruption, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and str(run / named) in " ".join(err.split()), (corruption, err)
+    assert (run / "metrics.json").read_bytes() == before  # the old metrics stay
+
+
+def test_evaluate_of_a_complete_submission_still_recomputes(tmp_path, monkeypatch, capsys, scored_run):
+    run, data = tmp_path / "run", scored_run.parent / "data"
+    shutil.copytree(scored_run, run)
+    summary = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(summary | {"official_score": 0.123}))
+    code, _, err = cli(monkeypatch, capsys, "evaluate", str(run), "--data", str(data))
+    assert code == 0, err
+    assert json.loads((run / "metrics.json").read_text())["official_score"] == summary["official_score"]
+
+
+def test_evaluate_of_a_comparison_rewrites_nothing_when_one_mode_is_incomplete(
+    tmp_path, monkeypatch, capsys, scored_run
+):
+    out, data = tmp_path / "cmp", scored_run.parent / "data"
+    for mode in ("federated", "centralized", "local"):
+        shutil.copytree(scored_run, out / mode)
+        stale = json.loads((out / mode / "metrics.json").read_text()) | {"official_score": 0.123}
+        (out / mode / "metrics.json").write_text(json.dumps(stale))
+    (out / "local" / SCORES).unlink()
+    code, _, err = cli(monkeypatch, capsys, "evaluate", str(out), "--data", str(data))
+    assert code == 2 and str(out / "local" / SCORES) in " ".join(err.split()), err
+    for mode in ("federated", "centralized", "local"):  # no mode was rewritten, the first ones included
+        assert json.loads((out / mode / "metrics.json").read_text())["official_score"] == 0.123
+    assert not (out / "comparison.json").exists()
