@@ -175,3 +175,12 @@ def test_evaluate_of_a_comparison_rewrites_nothing_when_one_mode_is_incomplete(
     for mode in ("federated", "centralized", "local"):  # no mode was rewritten, the first ones included
         assert json.loads((out / mode / "metrics.json").read_text())["official_score"] == 0.123
     assert not (out / "comparison.json").exists()
+
+
+@pytest.mark.parametrize("nested", ["[" * 2000 + "]" * 2000, "{b=" * 2000 + "1" + "}" * 2000])
+def test_a_config_nested_too_deeply_is_one_line_not_a_recursion_traceback(tmp_path, monkeypatch, capsys, nested):
+    config = tmp_path / "deep.toml"
+    config.write_text(f"a = {nested}\n")  # 8 kB: under the size cap
+    code, out, err = cli(monkeypatch, capsys, "config", "show", "--config", str(config))
+    assert code == 2 and "Traceback" not in out + err and "RecursionError" not in out + err
+    assert f"{config}: not valid TOML (arrays or tables nested too deeply)" in " ".join(err.split())

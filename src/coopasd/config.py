@@ -389,6 +389,8 @@ def load_run_config(path: Path | None) -> RunConfig:
         raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    except RecursionError as err:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from err
     try:
         return build(RunConfig, values)
     except ConfigError as err:
@@ -512,6 +514,8 @@ def from_toml_text(text: str) -> RunConfig:
         return build(RunConfig, tomllib.loads(text))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"run config is not valid TOML ({err})") from err
+    except RecursionError as err:
+        raise ConfigError("run config is not valid TOML (arrays or tables nested too deeply)") from err
 
 
 @dataclass(frozen=True)
