@@ -14,6 +14,7 @@ import pytest
 from coopasd.errors import ConfigError
 from coopasd.federation.gateway import create_gateway
 from coopasd.federation.limits import GatewayLimits
+from tests.helpers.asgi import call_asgi
 
 PUSH = "/v1/fleet/push-object"
 LARGEST_FLEET_CALL = 5_242_995  # bytes: one 5 MiB array chunk of a BEATs base update, as flwr 1.42 frames it
@@ -121,3 +122,16 @@ def test_a_client_over_the_rate_is_refused_others_are_not_and_it_recovers(caplog
 def test_nonsense_limits_are_a_config_error(flags):
     with pytest.raises(ConfigError, match="expected a positive finite number"):
         GatewayLimits(**flags)
+
+
+@pytest.mark.parametrize("declared", [b"\xb2", b"1\xb3", b"-1", b"abc", b"", b"1e3", b"0x10"])
+def test_a_malformed_content_length_is_a_400_never_a_500(declared):
+    superlink = SuperLink()
+    app = _gateway(superlink)
+
+    async def one() -> tuple[int, bytes]:
+        async with app.router.lifespan_context(app):
+            return await call_asgi(app, "POST", PUSH.encode(), [(b"content-length", declared)], [b"x"])
+
+    status, body = asyncio.run(one())
+    assert status == 400 and b"invalid Content-Length" in body and superlink.bodies == []

@@ -14,10 +14,11 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        size = declared.strip()
+        if not (size.isascii() and size.isdigit()):  # "²" is a digit to str.isdigit() but not to int()
             raise HTTPException(400, f"invalid Content-Length header {declared!r}")
-        if int(declared) > limit:
-            raise HTTPException(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+        if int(size) > limit:
+            raise HTTPException(413, f"request body of {int(size)} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
