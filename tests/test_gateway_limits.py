@@ -135,3 +135,20 @@ def test_a_malformed_content_length_is_a_400_never_a_500(declared):
 
     status, body = asyncio.run(one())
     assert status == 400 and b"invalid Content-Length" in body and superlink.bodies == []
+
+
+def test_a_header_value_that_is_not_ascii_is_passed_on_untouched_not_a_500():
+    seen: list[httpx.Request] = []
+
+    def superlink(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    app = create_gateway("127.0.0.1:9093", None, transport=httpx.MockTransport(superlink))
+
+    async def one() -> tuple[int, bytes]:
+        async with app.router.lifespan_context(app):
+            return await call_asgi(app, "POST", PUSH.encode(), [(b"flwr-signature", b"\x80\xffsig")], [b"x"])
+
+    status, _ = asyncio.run(one())
+    assert status == 200 and (b"flwr-signature", b"\x80\xffsig") in seen[0].headers.raw

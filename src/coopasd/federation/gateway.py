@@ -63,6 +63,11 @@ def _headers(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in items if k.lower() not in _DROP]
 
 
+def _raw_headers(items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """:func:`_headers` on header bytes as they came (a value need not be ASCII; it is passed on untouched)."""
+    return [(k, v) for k, v in items if k.decode("latin-1").lower() not in _DROP]
+
+
 def is_fleet_call(method: str, raw_path: bytes) -> bool:
     """True for a request the gateway forwards: ``POST /v1/fleet/<call>``, path bytes exactly so."""
     return method == "POST" and FLEET_CALL.fullmatch(raw_path.decode("latin-1")) is not None
@@ -116,7 +121,7 @@ def create_gateway(
             return refuse(request, err.status_code, err.detail, peer)
         client: httpx.AsyncClient = request.app.state.client
         try:
-            upstream = await client.post(request.url.path, content=body, headers=_headers(request.headers.items()))
+            upstream = await client.post(request.url.path, content=body, headers=_raw_headers(request.headers.raw))
         except httpx.HTTPError as err:
             log.error("the SuperLink at %s did not answer %s: %s", superlink, request.url.path, err)
             return Response("SuperLink unavailable\n", status_code=502, media_type="text/plain")
