@@ -13,8 +13,9 @@ PACKAGE = SRC / "coopasd"
 CORE = ("config", "data", "model", "detect", "dcase", "learn")  # the ML core: never reaches Flower
 # Each stage package's layer: a module may import modules of its own layer or a lower one, never a higher one.
 LAYERS = {
-    "errors": 0,  # the shared base: exceptions and atomic writes
+    "errors": 0,  # the shared base: exceptions, atomic writes, capped HTTP bodies
     "atomic": 0,
+    "http_body": 0,
     "config": 1,
     "data": 2,
     "model": 3,
@@ -124,7 +125,7 @@ def _layer(module: str) -> int:
 def test_every_module_lives_in_a_stage_package_with_a_layer(graph):
     assert {n.split(".")[1] for n in graph if n != "coopasd"} <= set(LAYERS)
     top_level = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
-    assert top_level == ["atomic.py", "errors.py"], top_level
+    assert top_level == ["atomic.py", "errors.py", "http_body.py"], top_level
 
 
 def test_no_module_imports_a_higher_layer(graph):

@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import typer
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
-from coopasd.config.describe import CONFIG_COLUMNS, commented_toml, config_rows
+from coopasd.config.describe import commented_toml
 from coopasd.config.settings import load_config
+from coopasd.report.config_table import print_config
 from coopasd.report.console import console
 
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
@@ -27,9 +25,4 @@ def show(
     header = f"coopasd run config: {source}\n[unit] and meaning after each key"
     if output == "toml":
         return typer.echo(commented_toml(cfg, header), nl=False)
-    table = Table(title=Text(f"effective config: {source}"), caption="* differs from the default", box=box.SIMPLE_HEAD)
-    for name in CONFIG_COLUMNS:
-        table.add_column(name, overflow="fold")
-    for row in config_rows(cfg):  # a section row has one cell
-        table.add_row(*map(Text, row), style="bold cyan" if len(row) == 1 else "bold" if row[0][0] == "*" else None)
-    console.print(table)
+    print_config(console, cfg, source)

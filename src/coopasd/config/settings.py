@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -18,6 +20,7 @@ from typing import Any, Literal
 
 import tomli_w
 
+from coopasd.config.factories import factory_parts
 from coopasd.errors import ConfigError
 
 SAMPLE_RATE = 16_000  # Hz: the rate every encoder and feature of coopasd works at (BEATs' fbank)
@@ -222,6 +225,9 @@ class PartitionConfig:
 
     factories: str = ""  # "name=a+b;name2=c"; empty = one factory per machine type
 
+    def __post_init__(self) -> None:
+        factory_parts(self.factories)  # syntax and unique names now; the machine types once the data is read
+
 
 @dataclass(frozen=True)
 class FederationConfig:
@@ -345,6 +351,22 @@ def build(cls: type, values: dict[str, Any], section: str = "") -> Any:
     return cls(**kwargs)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few kB; more (or /dev/zero) is refused before it is all read
+
+
+def _read_config_file(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES` (a FIFO or device is refused
+    without waiting for a writer: opened non-blocking, then checked)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path}: not a regular file (a pipe, device or socket); give a TOML file")
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; a config file is a few kB of TOML")
+    return data
+
+
 def load_run_config(path: Path | None) -> RunConfig:
     """Read a TOML run config (sections as in :class:`RunConfig`); None gives the defaults."""
     if path is None:
@@ -353,7 +375,7 @@ def load_run_config(path: Path | None) -> RunConfig:
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        values = tomllib.loads(_read_config_file(path).decode("utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(f"{path}: config file does not exist") from err
     except UnicodeDecodeError as err:
@@ -362,6 +384,8 @@ def load_run_config(path: Path | None) -> RunConfig:
         raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    except RecursionError as err:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from err
     try:
         return build(RunConfig, values)
     except ConfigError as err:
@@ -485,3 +509,5 @@ def from_toml_text(text: str) -> RunConfig:
         return build(RunConfig, tomllib.loads(text))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"run config is not valid TOML ({err})") from err
+    except RecursionError as err:
+        raise ConfigError("run config is not valid TOML (arrays or tables nested too deeply)") from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from coopasd.config.factories import factory_parts
 from coopasd.errors import ConfigError
 
 
@@ -19,22 +20,14 @@ class Factory:
 def parse_factories(spec: str, machine_types: Sequence[str]) -> list[Factory]:
     """``"plantA=fan+pump;plantB=valve"`` -> factories; empty -> one factory per machine type.
 
-    Every machine type in the data must belong to exactly one factory.
+    Every machine type in the data must belong to exactly one factory, and every factory has its own name.
     """
     available = list(machine_types)
     if not spec.strip():
         return [Factory(m, (m,)) for m in available]
     factories: list[Factory] = []
     seen: dict[str, str] = {}
-    for part in spec.split(";"):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise ConfigError(f"factory spec '{part}': expected name=machine+machine")
-        name, machines = (x.strip() for x in part.split("=", 1))
-        members = tuple(m.strip() for m in machines.split("+") if m.strip())
-        if not name or not members:
-            raise ConfigError(f"factory spec '{part}': needs a name and at least one machine type")
+    for name, members in factory_parts(spec):
         for m in members:
             if m not in available:
                 raise ConfigError(f"factory '{name}': unknown machine type '{m}' (data has: {', '.join(available)})")

@@ -40,6 +40,7 @@ from starlette.datastructures import UploadFile
 
 from coopasd.data.audio import decode_audio
 from coopasd.errors import AudioError, CoopasdError
+from coopasd.http_body import read_capped_body
 from coopasd.inference.scoring import FactoryModel, resolve_section, score_wave, sections
 
 log = logging.getLogger(__name__)
@@ -107,24 +108,6 @@ _SCORE_BODY: dict[str, Any] = {
 }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise HTTPException(400, f"invalid Content-Length header {declared!r}")
-        if int(declared) > limit:
-            raise HTTPException(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
     """An ASGI ``receive`` that hands out an already-read body once."""
     sent = False
@@ -147,7 +130,7 @@ async def _clip_from_request(request: Request, limit: int, name: str | None) -> 
             415,
             f"unsupported content type '{content_type}'; send multipart field 'file' or one of {', '.join(RAW_TYPES)}",
         )
-    body = await _read_body(request, limit)
+    body = await read_capped_body(request, limit)
     if not body:
         raise HTTPException(400, "empty request body: send the clip as multipart field 'file' or as the raw body")
     if content_type != MULTIPART:

@@ -146,6 +146,9 @@ def evaluate_comparison(out: Path, data_dir: Path) -> tuple[dict, dict[str, dict
     """:func:`evaluate_run` for each mode, then ``comparison.json`` (metric keys recomputed, every other
     key kept) and the combined report. Returns comparison.json's content and the modes' summaries."""
     out = Path(out)
+    clips = discover_clips(data_dir, splits=("test",))
+    for mode in MODES:  # every mode's submission checked before any file is rewritten
+        evaluate_submission(out / mode / "submission", clips)
     modes, sections = {}, {}
     for mode in MODES:
         modes[mode], sections[mode] = evaluate_run(out / mode, data_dir, mode)
