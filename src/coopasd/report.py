@@ -36,7 +36,7 @@ from coopasd.config import RunConfig, from_toml_text, to_toml
 from coopasd.data.layout import Clip, discover_clips
 from coopasd.detect import FactoryModel, section_key
 from coopasd.environment import host, versions
-from coopasd.errors import CoopasdError, OutputError, RunDirError, SubmissionError
+from coopasd.errors import CoopasdError, Interrupted, OutputError, RunDirError, SubmissionError
 from coopasd.evaluation import (
     ScoredRun,
     SectionScores,
@@ -186,6 +186,15 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def interrupted_line(out: Path, kind: str, command: Sequence[str], what: str) -> str:
+    """What an interrupted ``command`` left and how to go on: ``--resume`` where a checkpoint was saved."""
+    line = what or "interrupted"
+    if kind != "federate" or not (Path(out) / "checkpoints" / "latest.pt").is_file():
+        return f"{line}; nothing to resume: run the command again"
+    again = [t for t in command if t != "--force"]
+    return f"{line}; resume with: {shlex.join([*again, *([] if '--resume' in again else ['--resume'])])}"
+
+
 @contextmanager
 def recorded_run(
     out: Path, kind: str, command: Sequence[str], force: bool = False, resume: bool = False
@@ -200,6 +209,9 @@ def recorded_run(
     try:
         yield record
         record["status"] = "finished"
+    except (Interrupted, KeyboardInterrupt) as err:  # Ctrl-C: one line that says how to go on
+        record |= {"status": "interrupted", "error": str(err) or "interrupted"}
+        raise Interrupted(interrupted_line(out, kind, command, str(err))) from None
     except BaseException as err:
         record |= {"status": "failed", "error": str(err) or type(err).__name__}
         raise
@@ -258,6 +270,22 @@ def write_metrics(run_dir: Path, summary: dict) -> None:
     rows = metrics_rows(summary)
     formatted = [rows[0]] + [[r[0], *(f"{float(v):.4f}" for v in r[1:])] for r in rows[1:]]
     write_atomic(Path(run_dir) / "metrics.csv", _csv_text(formatted))
+
+
+def round_line(entry: dict) -> str:
+    """One federated round in a line: who answered, training and evaluation time, the server's
+    (self-reported) score and the factories whose own values lift it, the rejected factories."""
+    line = f"round {entry['round']}: {entry['answered']}/{entry['asked']} factories, {entry['seconds']:.0f} s training"
+    if "evaluate_seconds" in entry:
+        line += f", {entry['evaluate_seconds']:.0f} s evaluation"
+    if not entry.get("aggregated", True):
+        line += f", not aggregated ({entry['not_aggregated']})"
+    if entry.get("official_score") is not None:
+        lifted = entry.get("official_score_lifted_by") or {}
+        lifts = "".join(f"; {name} lifts it {100 * lift:.1f} points" for name, lift in sorted(lifted.items()))
+        line += f", official score {100 * entry['official_score']:.2f} (self-reported{lifts})"
+    rejected = sorted(entry.get("rejected", {}))
+    return line + (f", rejected: {', '.join(rejected)}" if rejected else "")
 
 
 def metrics_table(summary: dict, title: str = "DCASE 2023 Task 2 metrics") -> Table:
