@@ -157,3 +157,17 @@ def test_honest_factories_with_equal_values_lift_nothing(tmp_path, monkeypatch):
     cfg = with_overrides(cfg, "federation", rounds=1, share="lora")
     result = run_server(_ImpostorGrid(), ServerSettings(cfg, tmp_path, 3))  # type: ignore[arg-type]
     assert result["official_score_lifted_by"] == {} and set(result["official_score_without"]) == set(HONEST.values())
+
+
+def test_a_simulation_checks_the_servers_score_against_the_factories_score_files(caplog):
+    from coopasd.pipeline import check_server_score
+
+    with caplog.at_level("WARNING", logger="coopasd.pipeline"):
+        check_server_score(0.7483, {"official_score": 0.6904})
+        check_server_score(0.6904, {"official_score": 0.6904})  # an honest run: nothing to say
+        check_server_score(None, {"official_score": 0.6904})  # report_metrics = "none": nothing to compare
+    lines = [r.getMessage() for r in caplog.records if r.name == "coopasd.pipeline"]
+    assert lines == [
+        "the server's official score 74.83 (self-reported by the factories) differs from 69.04, computed from "
+        "their score files and the labels; the run's metrics use the latter"
+    ]

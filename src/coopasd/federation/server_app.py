@@ -3,7 +3,11 @@ a global checkpoint per round, per-round federated evaluation, and the final sco
 
 The server sees parameters and metric values only: never audio, features or embeddings. It
 believes none of it unchecked: every reply is screened (:mod:`coopasd.federation.strategy`) and
-each rejected one is logged and recorded in the round's ``rejected`` ({factory: reason}).
+each rejected one is logged and recorded in the round's ``rejected`` ({factory: reason}). A reply
+speaks only for the factory its node is (:mod:`coopasd.federation.identity`). The server's official
+score is computed from metric values the factories report about their own test clips: it is labelled
+so (``official_score_basis``), with the score without each factory and the factories that lift it by
+more than :data:`LIFT_WARNING` (logged). A run in which no round was aggregated ends with ``error``.
 With ``[privacy]`` the exchange and the aggregate go through :mod:`coopasd.federation.privacy`: under
 SecAgg+ the server holds only the sum, so the robust rule sees that sum (clipping, with DP, is what
 bounds one factory's influence there).
