@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
 from coopasd.config import RunConfig, with_overrides
 from coopasd.federation.identity import Identities
@@ -37,9 +37,11 @@ def test_two_new_nodes_claiming_one_name_are_neither_bound_nor_trusted():
     kept, rejected = ids.check([*replies, _train_reply("fan", [1.0, 1.0], node=3)])
     assert [m.metadata.src_node_id for m in kept] == [3] and ids.by_node == {3: "fan"}
     assert rejected == {"node 1": "nodes 1, 2 all claim to be 'valve'", "node 2": "nodes 1, 2 all claim to be 'valve'"}
-    # replies without a name (or with an error) pass on to the screening, which rejects them with its reason
+    # replies without a name, or with an error and no content (a node that failed), pass on to the
+    # screening, which logs or rejects them with its reason
     unnamed = _reply(RecordDict({"metrics": MetricRecord({"x": 1.0})}), 4)
-    assert ids.check([unnamed])[0] == [unnamed]
+    failed = Message(Error(code=0, reason="fault drill"), metadata=unnamed.metadata)
+    assert ids.check([unnamed, failed]) == ([unnamed, failed], {})
 
 
 class _ImpostorGrid:

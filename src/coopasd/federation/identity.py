@@ -38,9 +38,12 @@ class Identities:
         rejected: dict[str, str] = {}
         new: dict[str, list[Message]] = {}
         for msg in replies:
+            if msg.has_error():  # a failed node's reply has no content: the screening logs it
+                kept.append(msg)
+                continue
             node, name = msg.metadata.src_node_id, claimed_name(msg)
             bound = self.by_node.get(node)
-            if msg.has_error() or name is None or name == bound:
+            if name is None or name == bound:
                 kept.append(msg)
             elif bound is not None:
                 rejected[bound] = f"node {node} is factory '{bound}' but this reply claims to be '{name}'"
