@@ -279,7 +279,7 @@ def round_line(entry: dict) -> str:
     if "evaluate_seconds" in entry:
         line += f", {entry['evaluate_seconds']:.0f} s evaluation"
     if not entry.get("aggregated", True):
-        line += f", not aggregated ({entry['not_aggregated']})"
+        line += f", not aggregated ({entry.get('not_aggregated', 'too few valid updates')})"
     if entry.get("official_score") is not None:
         lifted = entry.get("official_score_lifted_by") or {}
         lifts = "".join(f"; {name} lifts it {100 * lift:.1f} points" for name, lift in sorted(lifted.items()))

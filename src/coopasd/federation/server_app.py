@@ -157,9 +157,8 @@ def no_round_aggregated(history: list[dict]) -> str | None:
     reasons: dict[str, list[int]] = {}
     for entry in history:
         rejected = "; ".join(f"{name}: {why}" for name, why in sorted(entry["rejected"].items()))
-        reasons.setdefault(entry["not_aggregated"] + (f" (rejected {rejected})" if rejected else ""), []).append(
-            entry["round"]
-        )
+        reason = entry.get("not_aggregated", "too few valid updates")  # a checkpoint of an older version has none
+        reasons.setdefault(reason + (f" (rejected {rejected})" if rejected else ""), []).append(entry["round"])
     why = "; ".join(f"round{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}: {text}" for text, r in reasons.items())
     return f"no round was aggregated, the global model is the initial one: {why}"
 
