@@ -22,6 +22,7 @@ from rich.table import Table
 
 from coopasd.config.settings import HOSTILE_KINDS, RunConfig, with_overrides
 from coopasd.dcase.results import ModeResult
+from coopasd.errors import ConfigError
 from coopasd.federation.simulation import run_simulated
 
 RULES = ("mean", "median", "trimmed_mean", "krum")
@@ -75,7 +76,11 @@ def main() -> None:
     results: dict[tuple[str, str], dict] = {}
     for kind, rule in plan:
         started = time.time()
-        results[(kind, rule)] = out = run_one(configure(base, kind, rule, args.hostile), args.data, args.hostile)
+        try:
+            results[(kind, rule)] = out = run_one(configure(base, kind, rule, args.hostile), args.data, args.hostile)
+        except ConfigError as err:  # a rule that cannot hold for this federation (Krum with n <= 2f + 2)
+            print(f"{kind} | {rule} | refused: {err}", flush=True)
+            continue
         print(
             f"{kind} | {rule} | honest {100 * out['honest']:.2f} | {args.hostile} {100 * out['own']:.2f} "
             f"| rejected in {out['rejected']} of "

@@ -84,11 +84,10 @@ def test_rules_on_tiny_tensors(rule, expected):
 
 def test_rules_never_guard_against_half_of_a_small_federation():
     two = [_train_reply(f"f{i}", w, node=i) for i, w in enumerate(UPDATES[:2])]
-    for rule in ("trimmed_mean", "krum"):  # two factories: both count, as in the mean
-        np.testing.assert_allclose(_aggregate(_fed(aggregation=rule, max_hostile=1), two), [1.5, 15.0])
+    # two factories: both count, as in the mean (Krum is refused there: tests/test_federation_misuse.py)
+    np.testing.assert_allclose(_aggregate(_fed(aggregation="trimmed_mean", max_hostile=1), two), [1.5, 15.0])
     three = [_train_reply(f"f{i}", w, node=i) for i, w in enumerate([UPDATES[0], UPDATES[1], UPDATES[4]])]
     np.testing.assert_allclose(_aggregate(_fed(aggregation="trimmed_mean"), three), [2.0, 10.0])  # the median
-    np.testing.assert_allclose(_aggregate(_fed(aggregation="krum"), three), [1.5, 15.0])  # the two closest
 
 
 def test_server_momentum_is_applied_to_the_robust_combination():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 
 class CoopasdError(Exception):
@@ -74,3 +77,16 @@ class ScoreError(CoopasdError):
 
 class OutputError(CoopasdError):
     """A result file or folder cannot be written (a file where a folder should be, no permission, ...)."""
+
+
+class Interrupted(CoopasdError):
+    """The user stopped a run (Ctrl-C); what was saved and how to go on is in the message. Exit code 130."""
+
+    exit_code = 130
+
+    def exit(self) -> NoReturn:
+        """End the process now, its output flushed: a library's threads (Flower's, waiting on Ray actors the
+        Ctrl-C killed) may never end, and a normal exit would wait for them."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(self.exit_code)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from coopasd.cli.config import config_app
-from coopasd.errors import CoopasdError
+from coopasd.errors import CoopasdError, Interrupted
 from coopasd.report.console import err_console, setup_logging
 from coopasd.rundir.environment import version_text
 
@@ -56,7 +56,7 @@ def main() -> None:
     except (CoopasdError, typer.BadParameter) as err:
         message = err.format_message() if isinstance(err, typer.BadParameter) else str(err)
         err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        err.exit() if isinstance(err, Interrupted) else sys.exit(2)  # Ctrl-C: 130, without waiting for threads
     except click.ClickException as err:  # other usage errors
         err.show()
         sys.exit(err.exit_code)

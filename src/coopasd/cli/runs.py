@@ -29,11 +29,10 @@ def recorded(out: Path, kind: str, force: bool, resume: bool = False) -> Abstrac
 
 
 def print_round(entry: dict) -> None:
-    """One line per federated round."""
-    score, rejected = entry.get("official_score"), sorted(entry.get("rejected", {}))
-    line = f"round {entry['round']}: {entry['answered']}/{entry['asked']} factories, {entry['seconds']:.0f} s"
-    line += f", official score {100 * score:.2f}" if score else ""
-    console.print(line + (f", rejected: {', '.join(rejected)}" if rejected else ""))
+    """One line per federated round (:func:`coopasd.report.tables.round_line`)."""
+    from coopasd.report.tables import round_line
+
+    console.print(round_line(entry), markup=False)
 
 
 def run_and_write(kind: str, mode: str, data: Path, out: Path, cfg: RunConfig, force: bool, resume: bool = False):

@@ -323,6 +323,8 @@ def _check_value(section: str, name: str, value: Any, annotation: Any) -> Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"[{section}] {name} = {value!r}: expected a finite number (nan and inf are not settings)")
     if isinstance(annotation, type) and not isinstance(value, annotation):
         raise ConfigError(f"[{section}] {name} = {value!r}: expected {annotation.__name__}")
     if isinstance(annotation, type) and annotation is int and isinstance(value, bool):

@@ -141,10 +141,27 @@ def run_federated(
         "final_hash": server["final_hash"],
         "factories": server["factories"],
         "server_official_score": server.get("official_score"),
+        "server_official_score_basis": server.get("official_score_basis"),
+        "server_official_score_lifted_by": server.get("official_score_lifted_by"),
     }
     if "privacy" in server:  # [privacy]: SecAgg+ / DP and each factory's (epsilon, delta)
         extra["privacy"] = server["privacy"]
-    return ModeResult.of_factories("federated", factories, extra)
+    result = ModeResult.of_factories("federated", factories, extra)
+    check_server_score(server.get("official_score"), result.summary())
+    return result
+
+
+def check_server_score(server_score: float | None, summary: dict | None) -> None:
+    """In a simulation the factories' score files are on this disk: the run's official score is computed
+    from them and the labels; a server score (from self-reported metric values) that differs is logged."""
+    own = summary.get("official_score") if summary else None
+    if server_score is not None and own is not None and abs(server_score - own) > 1e-6:
+        log.warning(
+            "the server's official score %.2f (self-reported by the factories) differs from %.2f, computed from "
+            "their score files and the labels; the run's metrics use the latter",
+            100 * server_score,
+            100 * own,
+        )
 
 
 def run_mode(mode: str, data_dir: Path, run_dir: Path, cfg: RunConfig, stage: Stage = no_progress, **federated):

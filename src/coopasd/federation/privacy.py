@@ -165,9 +165,14 @@ def uses_dp(cfg: PrivacyConfig) -> bool:
     return cfg.dp_clip > 0
 
 
-def check_privacy_config(config: RunConfig) -> None:
-    """Settings that cannot work together fail before any round."""
+def check_privacy_config(config: RunConfig, n_factories: int | None = None) -> None:
+    """Settings that cannot work together (or with ``n_factories``, when known) fail before any round."""
     cfg = config.privacy
+    if cfg.secure_aggregation and n_factories is not None and n_factories < 2:
+        raise ConfigError(
+            f"[privacy] secure_aggregation = true needs at least 2 factories (SecAgg+ unmasks a sum of several "
+            f"updates), this federation has {n_factories}: add factories or set secure_aggregation = false"
+        )
     if cfg.dp_noise_multiplier < 0 or cfg.dp_clip < 0 or cfg.secagg_range <= 0:
         raise ConfigError("[privacy] dp_noise_multiplier and dp_clip must be >= 0 and secagg_range > 0")
     if cfg.dp_noise_multiplier > 0 and cfg.dp_clip <= 0:
@@ -280,7 +285,7 @@ class PrivacyServer:
     @classmethod
     def of(cls, config: RunConfig, n_factories: int, grid: Grid, seed: int | None = None) -> PrivacyServer | None:
         """None when ``[privacy]`` asks for nothing (the plain exchange and FedAvg-family aggregation)."""
-        check_privacy_config(config)
+        check_privacy_config(config, n_factories)
         cfg = config.privacy
         if not (cfg.secure_aggregation or uses_dp(cfg)):
             return None

@@ -187,11 +187,16 @@ class EvaluateReply:
     n_examples: int | None = None
 
 
-def sender(msg: Message) -> str:
-    """The factory name a reply carries, or ``node <id>`` where it carries none."""
+def claimed_name(msg: Message) -> str | None:
+    """The factory name a reply claims to come from (None where it carries none)."""
     info = msg.content.config_records.get("info")
     name = info.get("factory") if info is not None else None
-    return name if isinstance(name, str) and name else f"node {msg.metadata.src_node_id}"
+    return name if isinstance(name, str) and name else None
+
+
+def sender(msg: Message) -> str:
+    """The factory name a reply carries, or ``node <id>`` where it carries none."""
+    return claimed_name(msg) or f"node {msg.metadata.src_node_id}"
 
 
 def _check_records(msg: Message, arrays: set[str], metrics: set[str], configs: set[str]) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,10 +16,13 @@ from coopasd.config.settings import RunConfig, parse_drill
 from coopasd.data.layout import check_trainable, discover_clips
 from coopasd.data.partition import parse_factories
 from coopasd.dcase.results import FactoryResult
-from coopasd.errors import CoopasdError
-from coopasd.federation.checkpoint import GlobalCheckpoint, verify_local_states
+from coopasd.errors import CoopasdError, Interrupted
+from coopasd.federation.checkpoint import GlobalCheckpoint, completed_rounds, verify_local_states
 from coopasd.federation.client_app import make_client_app, simulation_settings
+from coopasd.federation.privacy import check_privacy_config
 from coopasd.federation.server_app import ServerSettings, make_server_app
+from coopasd.federation.stopping import interruptible
+from coopasd.federation.strategy import check_rule
 from coopasd.rundir.writer import FEDERATION_FILE, read_factory_result, read_json
 
 
@@ -93,6 +97,8 @@ def run_simulated(
         raise CoopasdError(
             f"{len(factories)} factories but [federation] min_participants = {cfg.federation.min_participants}"
         )
+    check_rule(cfg.federation, len(factories))
+    check_privacy_config(cfg, len(factories))
     drilled = set(parse_drill(cfg.federation.hostile, "hostile", str)) - {f.name for f in factories}
     if drilled:
         raise CoopasdError(f"[federation] hostile names unknown factories {sorted(drilled)}")
@@ -111,20 +117,36 @@ def run_simulated(
     def client_settings(context: Context):
         return simulation_settings(context, cfg, data_dir, factories, run_dir)
 
+    stop = threading.Event()  # Ctrl-C: the ServerApp thread stops waiting (stopping.py)
+
     def server_settings(context: Context) -> ServerSettings:
-        return ServerSettings(cfg, run_dir, len(factories), resume, on_round, on_reply)
+        return ServerSettings(cfg, run_dir, len(factories), resume, on_round, on_reply, stop)
 
     cpus = max(1, os.cpu_count() or 1)
-    run_simulation(
-        server_app=make_server_app(server_settings),
-        client_app=make_client_app(client_settings),
-        num_supernodes=len(factories),
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False},
-        },
-    )
+    try:
+        with interruptible(stop):
+            run_simulation(
+                server_app=make_server_app(server_settings),
+                client_app=make_client_app(client_settings),
+                num_supernodes=len(factories),
+                backend_config={
+                    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                    "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False},
+                },
+            )
+    except KeyboardInterrupt:
+        stop.set()  # the ServerApp thread stops waiting for replies
+        import ray
+
+        ray.shutdown()  # the factories' actors and Ray's servers (Flower's worker threads may still wait: errors.py)
+        saved = completed_rounds(run_dir)
+        raise Interrupted(
+            f"interrupted: {saved} of {cfg.federation.rounds} rounds are saved in {run_dir / 'checkpoints'}"
+        ) from None
     if not result_file.exists():
         raise CoopasdError(f"the federated run ended without a result ({result_file}); see the log above")
+    result = read_json(result_file)
+    if "error" in result:
+        raise CoopasdError(f"{result['error']} (rounds in {result_file})")
     own = [read_factory_result(run_dir / "factories" / f.name, clips) for f in factories]
-    return read_json(result_file), own
+    return result, own

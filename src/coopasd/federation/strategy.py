@@ -11,9 +11,10 @@ class that lists the optimizer before the rule (``class _(FedAvgM, FedMedian)``)
 in that ``super()`` call: the momentum (or Adam) step is applied to the robust combination.
 ``max_hostile`` (f, always fewer than half the factories) sets how much the rules distrust:
 the trimmed mean cuts f values per coordinate at each end, Multi-Krum averages the n - f
-updates with the best Krum scores. The default, trimmed_mean with FedAvgM, was chosen with
-``benchmarks/hostile.py``: no attack kind cost the honest factories anything there, and unlike
-Multi-Krum it does not drop the most unusual honest factory's whole update every round.
+updates with the best Krum scores (refused unless n > 2f + 2: :func:`check_rule`). The default,
+trimmed_mean with FedAvgM, was chosen with ``benchmarks/hostile.py``: no attack kind cost the honest
+factories anything there, and unlike Multi-Krum it does not drop the most unusual honest factory's
+whole update every round.
 
 Before a reply counts, :func:`screen_train` checks it against the protocol and the global
 model: the exact records and keys, shapes, dtypes, finite values, an example count that is a
@@ -37,6 +38,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, MultiKrum
 
 from coopasd.config.settings import FederationConfig
+from coopasd.errors import ConfigError
 from coopasd.federation.records import (
     SCORE_METRICS,
     EvaluateReply,
@@ -68,10 +70,26 @@ def trim_count(max_hostile: int, n_factories: int) -> int:
     return max(0, min(max_hostile, (n_factories - 1) // 2))
 
 
+def check_rule(cfg: FederationConfig, n_factories: int) -> None:
+    """Refuse a robust rule that cannot hold for ``n_factories`` (a ConfigError with the numbers).
+
+    Krum's guarantee needs n > 2f + 2 with f = ``max_hostile``: with fewer factories the honest ones
+    cannot outnumber the hostile ones around every update, and one noisy update can be chosen.
+    """
+    f = cfg.max_hostile
+    if cfg.aggregation == "krum" and n_factories <= 2 * f + 2:
+        raise ConfigError(
+            f"[federation] aggregation = 'krum' with max_hostile = {f} needs more than 2f + 2 = {2 * f + 2} "
+            f"factories, this federation has {n_factories}: use 'trimmed_mean' or 'median'"
+            + (", or lower max_hostile" if f > 0 else "")
+        )
+
+
 def make_strategy(cfg: FederationConfig, n_factories: int) -> FedAvg:
     """The configured strategy; every factory is asked each round, ``min_participants`` must answer."""
     if cfg.strategy not in OPTIMIZERS or cfg.aggregation not in RULES:
         raise ValueError(f"unknown strategy '{cfg.strategy}' or aggregation '{cfg.aggregation}'")
+    check_rule(cfg, n_factories)
     kwargs: dict = {
         "fraction_train": 1.0,
         "fraction_evaluate": 1.0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -137,8 +138,13 @@ def score_factory(model: FactoryModel, data: FactoryData) -> list[SectionScores]
 
 
 def finish(data: FactoryData, encoder: Encoder, cfg: RunConfig, head: TrainedHead, meta: dict) -> FactoryResult:
-    """Memory banks with the final encoder, then the factory's own test clips scored."""
+    """Memory banks with the final encoder, then the factory's own test clips scored (each step logged)."""
+    name = data.factory.name
+    log.info("%s: building memory banks from %d normal training clips", name, len(data.train_clips))
+    started = time.perf_counter()
     model = build_factory_model(data, encoder, cfg, head, meta)
+    built = time.perf_counter() - started
+    log.info("%s: scoring %d test clips (memory banks built in %.0f s)", name, len(data.test_clips), built)
     return FactoryResult(model, score_factory(model, data), list(data.skipped))
 
 

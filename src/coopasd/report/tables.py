@@ -11,6 +11,22 @@ from coopasd.dcase.results import MODES, compare_modes
 from coopasd.rundir.writer import metrics_rows
 
 
+def round_line(entry: dict) -> str:
+    """One federated round in a line: who answered, training and evaluation time, the server's
+    (self-reported) score and the factories whose own values lift it, the rejected factories."""
+    line = f"round {entry['round']}: {entry['answered']}/{entry['asked']} factories, {entry['seconds']:.0f} s training"
+    if "evaluate_seconds" in entry:
+        line += f", {entry['evaluate_seconds']:.0f} s evaluation"
+    if not entry.get("aggregated", True):
+        line += f", not aggregated ({entry.get('not_aggregated', 'too few valid updates')})"
+    if entry.get("official_score") is not None:
+        lifted = entry.get("official_score_lifted_by") or {}
+        lifts = "".join(f"; {name} lifts it {100 * lift:.1f} points" for name, lift in sorted(lifted.items()))
+        line += f", official score {100 * entry['official_score']:.2f} (self-reported{lifts})"
+    rejected = sorted(entry.get("rejected", {}))
+    return line + (f", rejected: {', '.join(rejected)}" if rejected else "")
+
+
 def metrics_table(summary: dict, title: str = "DCASE 2023 Task 2 metrics") -> Table:
     """A rich table of the per-machine values and the mean rows."""
     table = Table(title=Text(title))  # Text: a path in the title is not read as markup

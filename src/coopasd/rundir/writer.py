@@ -36,7 +36,7 @@ from coopasd.dcase.evaluation import (
 )
 from coopasd.dcase.results import MODES, FactoryResult, ModeResult
 from coopasd.detect.detectors import FactoryModel, section_key
-from coopasd.errors import CoopasdError, OutputError, RunDirError, SubmissionError
+from coopasd.errors import CoopasdError, Interrupted, OutputError, RunDirError, SubmissionError
 from coopasd.rundir.environment import host, versions
 from coopasd.rundir.provenance import data_keys
 
@@ -176,6 +176,15 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def interrupted_line(out: Path, kind: str, command: Sequence[str], what: str) -> str:
+    """What an interrupted ``command`` left and how to go on: ``--resume`` where a checkpoint was saved."""
+    line = what or "interrupted"
+    if kind != "federate" or not (Path(out) / "checkpoints" / "latest.pt").is_file():
+        return f"{line}; nothing to resume: run the command again"
+    again = [t for t in command if t != "--force"]
+    return f"{line}; resume with: {shlex.join([*again, *([] if '--resume' in again else ['--resume'])])}"
+
+
 @contextmanager
 def recorded_run(
     out: Path, kind: str, command: Sequence[str], force: bool = False, resume: bool = False
@@ -190,6 +199,9 @@ def recorded_run(
     try:
         yield record
         record["status"] = "finished"
+    except (Interrupted, KeyboardInterrupt) as err:  # Ctrl-C: one line that says how to go on
+        record |= {"status": "interrupted", "error": str(err) or "interrupted"}
+        raise Interrupted(interrupted_line(out, kind, command, str(err))) from None
     except BaseException as err:
         record |= {"status": "failed", "error": str(err) or type(err).__name__}
         raise
