@@ -24,10 +24,10 @@ from coopasd.rundir.provenance import data_keys
 from coopasd.rundir.writer import (
     COMPARISON_FILE,
     clear_results,
-    config_text,
     floor_entry,
     is_comparison,
     model_thresholds,
+    read_config_text,
     read_json,
     read_metrics,
     run_summary,
@@ -100,7 +100,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, mode: str | None = None) -> tupl
     if "thresholds" not in summary and (thresholds := model_thresholds(run_dir)):
         summary["thresholds"] = thresholds
     write_metrics(run_dir, summary)
-    write_run_report(run_dir, summary, config_text(run_dir), run.sections)
+    write_run_report(run_dir, summary, read_config_text(run_dir), run.sections)
     return summary, run.sections
 
 
@@ -115,7 +115,7 @@ def write_comparison_report(
     """The comparison's ``report.html`` from comparison.json (``summary``), the modes' metrics.json and
     their scored sections (figures inlined; each also saved as ``<name>.png``). ``config_text``: the
     run's config.toml; None reads ``out/federated/config.toml``. ``note``: why score plots are missing."""
-    config_text = config_text if config_text is not None else config_text(Path(out) / "federated")
+    config_text = config_text if config_text is not None else read_config_text(Path(out) / "federated")
     cfg = _parse_config(config_text)
     figures = comparison_figures(summary, modes, sections, cfg)
     _save_figures(out, figures)
@@ -173,7 +173,7 @@ def rebuild_report(run_dir: Path) -> tuple[dict, Path]:
         summary = read_metrics(run_dir)
         summary.setdefault("thresholds", model_thresholds(run_dir))
         sections, note = _sections_on_disk(run_dir, summary)
-        return summary, write_run_report(run_dir, summary, config_text(run_dir), sections, note)
+        return summary, write_run_report(run_dir, summary, read_config_text(run_dir), sections, note)
     path = run_dir / COMPARISON_FILE
     if not path.is_file():
         raise SubmissionError(f"{path}: not found; run 'coopasd evaluate {run_dir} --data DATA_DIR' first")

@@ -279,7 +279,7 @@ def run_summary(result: ModeResult, data_dir: Path) -> dict | None:
 # ---- a run directory --------------------------------------------------------------------------------------
 
 
-def config_text(run_dir: Path) -> str | None:
+def read_config_text(run_dir: Path) -> str | None:
     path = Path(run_dir) / "config.toml"
     return path.read_text() if path.is_file() else None
 
