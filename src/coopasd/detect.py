@@ -548,6 +548,16 @@ class FactoryModel:
     head_state: dict | None = None  # the local margin head (never shared)
     meta: dict = field(default_factory=dict)
     frozen: dict[str, nn.Module] = field(default_factory=dict)  # frozen encoders of detector members (aisfx)
+    clip_samples: int = 0  # length of the clips its banks hold, at data_cfg.sample_rate (0: unknown, older files)
+
+    def __post_init__(self) -> None:
+        if not self.clip_samples and self.data_cfg.seconds:  # a fixed [data] seconds: every clip had that length
+            self.clip_samples = int(round(self.data_cfg.seconds * self.data_cfg.sample_rate))
+
+    @property
+    def clip_seconds(self) -> float:
+        """The length every clip is brought to before scoring (its run's clips), in seconds; 0 if unknown."""
+        return self.clip_samples / self.data_cfg.sample_rate
 
     def features(self, waves: np.ndarray, device: str = "auto") -> dict[str, np.ndarray]:
         return clip_features(self.encoder, waves, self.model_cfg, self.detect_cfg, device, self.frozen)
@@ -574,6 +584,7 @@ class FactoryModel:
             "frozen": {
                 name: expected_weights_sha256(AISFX_WEIGHTS) for name in self.frozen
             },  # shipped weights, checked on load
+            "clip_samples": int(self.clip_samples),
         }
         if isinstance(self.encoder, AisfxEncoder):  # the frozen part: the shipped weights of this sha256
             payload_meta["aisfx_weights_sha256"] = self.encoder.weights_sha256
@@ -609,12 +620,14 @@ class FactoryModel:
                     n: load_aisfx(AISFX_WEIGHTS, expected_sha256=h).for_inference()
                     for n, h in meta.pop("frozen", {}).items()
                 },
+                clip_samples=int(meta.pop("clip_samples", 0)),
                 meta=meta,
             )
         except CheckpointError:
             raise
         except (CoopasdError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             raise CheckpointError(f"{path}: not a usable factory model ({type(err).__name__}: {err})") from err
+        _check_file_name(path, model)
         for key, det in model.detectors.items():
             scales = [v for m in det.members.values() for v in m.scales.values()]
             weights = [det.member_weight(name) for name in det.members]
@@ -623,3 +636,20 @@ class FactoryModel:
             if not all(np.isfinite(w) and w >= 0 for w in weights) or not np.isclose(sum(weights), 1.0):
                 raise CheckpointError(f"{path}: detector {key} holds member weights that are not shares summing to 1")
         return model
+
+
+RUN_MODELS_DIR = "models"  # RUN_DIR/models/<factory>.pt: the file name is the factory's name
+
+
+def _check_file_name(path: Path, model: FactoryModel) -> None:
+    """A run's ``models/<factory>.pt`` must hold that factory (not a file copied over it); elsewhere a file
+    named after another factory than the one inside is loaded with a warning."""
+    inside = f"factory '{model.name}' ({', '.join(sorted(model.detectors))})"
+    if path.stem == model.name or path.name == "model.pt":  # a federated factory's own folder: <factory>/model.pt
+        return
+    if path.parent.name == RUN_MODELS_DIR:
+        raise CheckpointError(
+            f"{path}: holds {inside}, but a run directory's {RUN_MODELS_DIR}/{path.name} is factory '{path.stem}'s "
+            "model; was another model copied over it?"
+        )
+    log.warning("%s: the file holds %s, not '%s' as its name suggests", path, inside, path.stem)
