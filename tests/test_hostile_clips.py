@@ -14,6 +14,9 @@ import pytest
 import soundfile as sf
 
 from coopasd.config import DataConfig, DetectConfig, ModelConfig
+from coopasd.data.dataset import load_all
+from coopasd.data.layout import discover_clips
+from coopasd.data.partition import parse_factories
 from coopasd.detect import FactoryModel, fit_detector
 from coopasd.embed import logmel_features
 from coopasd.errors import AudioError, SectionError
@@ -21,7 +24,7 @@ from coopasd.model.beats import BEATs
 from coopasd.model.checkpoint import CheckpointError
 from coopasd.report import save_model
 from coopasd.scoring import MIN_CLIP_SHARE, load_model, score_file
-from tests.helpers import cli
+from tests.helpers import cli, make_tree
 from tests.test_beats import MICRO
 from tests.test_serve import running
 from tests.test_trust_inputs import assert_one_error_line, clips
@@ -210,3 +213,15 @@ def test_a_model_copied_over_another_factorys_file_is_refused(run_dir, tmp_path,
     code, out, err = cli(monkeypatch, capsys, "score", "--model", str(run / "models" / "fan.pt"), str(clip))
     assert_one_error_line(code, out, err, "fan.pt", "factory 'valve'")
     assert load_model(run / "models" / "valve.pt").name == "valve"
+
+
+def test_test_clips_of_another_length_are_scored_at_the_training_clips_length(tmp_path):
+    # Prepare: 0.5 s training clips, 1.25 s test clips, [data] seconds = 0 (the default)
+    make_tree(tmp_path / "data", machines=("fan",))
+    for path in (tmp_path / "data" / "fan" / "test").glob("*.wav"):
+        wave, rate = sf.read(path, dtype="float32")
+        sf.write(path, np.concatenate([wave, wave, wave[: len(wave) // 2]]), rate)
+    # Execute
+    (data,) = load_all(discover_clips(tmp_path / "data"), parse_factories("plant=fan", ["fan"]), DataConfig())
+    # Assert: before the fix the test set kept its own 1.25 s, which coopasd score never scores
+    assert data.train_waves.shape[1] == data.test_waves.shape[1] == LENGTH
