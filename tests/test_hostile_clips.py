@@ -31,7 +31,7 @@ from tests.test_trust_inputs import assert_one_error_line, clips
 
 RATE = 16_000
 LENGTH = 8_000  # the model's clips: 0.5 s
-SHORT_LENGTHS = [*range(1, 41), *range(41, 1601, 40)]  # 1 sample .. 0.1 s: 80 lengths
+SHORT_LENGTHS = [*range(1, 41), *range(41, 1601, 40)]  # 1 sample .. 0.1 s: 79 lengths
 HOSTILE_MULTIPART = 30  # see test_malformed_multipart_is_a_400_never_a_500
 
 
