@@ -225,3 +225,18 @@ def test_test_clips_of_another_length_are_scored_at_the_training_clips_length(tm
     (data,) = load_all(discover_clips(tmp_path / "data"), parse_factories("plant=fan", ["fan"]), DataConfig())
     # Assert: before the fix the test set kept its own 1.25 s, which coopasd score never scores
     assert data.train_waves.shape[1] == data.test_waves.shape[1] == LENGTH
+
+
+def test_a_model_file_without_its_clip_length_is_refused_not_guessed(tmp_path, monkeypatch, capsys):
+    # Prepare: what coopasd wrote before models recorded their clip length ([data] seconds = 0)
+    model = _model("fan")
+    model.clip_samples = 0
+    path = save_model(tmp_path / "run" / "models" / "fan.pt", model)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, clips(1)[0], RATE, subtype="FLOAT")
+    # Execute / Assert: scoring at each file's own length would be a silent wrong answer
+    export = ("export", "--model", str(path), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))
+    for command in (("score", "--model", str(path), str(clip)), export):
+        code, out, err = cli(monkeypatch, capsys, *command)
+        assert_one_error_line(code, out, err, "factory model 'fan' does not record the clip length")
+    assert not (tmp_path / "m.onnx").exists()

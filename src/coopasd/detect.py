@@ -559,6 +559,15 @@ class FactoryModel:
         """The length every clip is brought to before scoring (its run's clips), in seconds; 0 if unknown."""
         return self.clip_samples / self.data_cfg.sample_rate
 
+    def clip_length(self) -> int:
+        """:attr:`clip_samples`; :class:`CheckpointError` for a file that does not record it."""
+        if not self.clip_samples:
+            raise CheckpointError(
+                f"factory model '{self.name}' does not record the clip length it was built on (a file written "
+                "before coopasd saved it, with [data] seconds = 0): re-run its training to score or export with it"
+            )
+        return self.clip_samples
+
     def features(self, waves: np.ndarray, device: str = "auto") -> dict[str, np.ndarray]:
         return clip_features(self.encoder, waves, self.model_cfg, self.detect_cfg, device, self.frozen)
 

@@ -163,18 +163,8 @@ def _quiet_exporters() -> Iterator[None]:
                 logging.getLogger(name).setLevel(level)
 
 
-def clip_samples(model: FactoryModel) -> int:
-    """The model's clip length in samples; :class:`ExportError` for a file that does not record it."""
-    if not model.clip_samples:
-        raise ExportError(
-            f"factory model '{model.name}' does not record the clip length it was built on (a file written before "
-            "coopasd saved it, with [data] seconds = 0): re-run its training, then export"
-        )
-    return model.clip_samples
-
-
 def _example(model: FactoryModel, batch: int = 2) -> torch.Tensor:
-    samples = clip_samples(model)
+    samples = model.clip_length()
     return torch.randn(batch, samples, generator=torch.Generator().manual_seed(0)) * 0.1
 
 
@@ -208,8 +198,8 @@ def metadata(model: FactoryModel) -> dict:
         "data_cfg": dataclasses.asdict(model.data_cfg),
         "audio": {
             "sample_rate": model.data_cfg.sample_rate,
-            "seconds": clip_samples(model) / model.data_cfg.sample_rate,
-            "samples": clip_samples(model),
+            "seconds": model.clip_length() / model.data_cfg.sample_rate,
+            "samples": model.clip_length(),
             "channels": 1,
         },
         "fbank": dataclasses.asdict(fbank)
@@ -261,7 +251,7 @@ def export_safetensors(model: FactoryModel) -> bytes:
         tensors |= {f"encoder.{k}": v.detach().float().numpy() for k, v in model.encoder.state_dict().items()}
         enc = model.encoder.cfg
         if enc.relative_position_embedding:  # bucket of each key - query offset at the model's clip length
-            samples = clip_samples(model)
+            samples = model.clip_length()
             length = frames_for(samples) // enc.input_patch_size * model.encoder.freq_patches
             offsets = torch.arange(-(length - 1), length)
             buckets = offset_buckets(offsets, enc.num_buckets, enc.max_distance).numpy()

@@ -67,15 +67,9 @@ def fit_to_model(model: FactoryModel, wave: np.ndarray, name: Path | str = "clip
     """``wave`` ``(samples,)`` at the model's rate brought to the model's clip length, as its run did.
 
     Raises :class:`AudioError` naming ``name`` when the clip is shorter than :data:`MIN_CLIP_SHARE`
-    of that length, or when the model file does not record its clip length.
+    of that length; :class:`CheckpointError` when the model file does not record its clip length.
     """
-    rate, length = model.data_cfg.sample_rate, model.clip_samples
-    if not length:
-        raise AudioError(
-            name,
-            f"factory model '{model.name}' does not record the clip length it was built on (a file written before "
-            "coopasd saved it, with [data] seconds = 0): re-run its training to score clips with it",
-        )
+    rate, length = model.data_cfg.sample_rate, model.clip_length()
     shortest = int(np.ceil(MIN_CLIP_SHARE * length))
     if wave.shape[0] < shortest:
         raise AudioError(
@@ -123,7 +117,7 @@ def resolve_section(
     for what, given, shown in (("machine type", machine, hint_machine), ("section", section, hint_section)):
         if given and shown and given != shown:
             raise SectionError(f"{label}: its name says {what} '{shown}', but {what} '{given}' was given")
-    shown_key = "/".join(v for v in (hint_machine or "*", hint_section or "*"))
+    shown_key = f"{hint_machine or '*'}/{hint_section or '*'}"
     if (hint_machine or hint_section) and not any(
         (hint_machine in (None, k.split("/")[0])) and (hint_section in (None, k.split("/")[1])) for k in model.detectors
     ):

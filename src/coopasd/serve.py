@@ -270,11 +270,7 @@ def run_service(model_path: Path, host: str, port: int, max_upload_mb: float, ma
     if max_upload_mb <= 0 or max_seconds <= 0:
         raise CoopasdError("--max-upload-mb and --max-seconds must be positive")
     factory = load_model(model_path)
-    if not factory.clip_samples:
-        raise CoopasdError(
-            f"{model_path}: the model does not record the clip length it was built on (written before coopasd saved "
-            "it, with [data] seconds = 0); re-run its training to serve it"
-        )
+    factory.clip_length()  # a model that does not record it cannot score anything: refuse it now
     app = create_app(factory, int(max_upload_mb * 1e6), max_seconds)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: the service has no authentication or TLS; keep it inside the plant network", host)
