@@ -60,9 +60,11 @@ def _prepare(x: torch.Tensor, metric: Metric) -> torch.Tensor:
 
 
 def _distances(queries: torch.Tensor, bank: torch.Tensor, metric: Metric) -> torch.Tensor:
-    if metric == "cosine":
-        return 1.0 - queries @ bank.T
-    return torch.cdist(queries, bank)
+    """Cosine (of normalized rows: ``1 - q.b`` written as ``|q - b|^2 / 2``) or Euclidean distances, from the
+    differences themselves: ``1 - q.b`` and the matmul form of cdist lose the small distances of near
+    neighbours to float32 cancellation, so two correct implementations would disagree on them."""
+    dist = torch.cdist(queries, bank, compute_mode="donot_use_mm_for_euclid_dist")
+    return 0.5 * dist.square() if metric == "cosine" else dist
 
 
 def _knn_mean(dist: torch.Tensor, k: int) -> torch.Tensor:

@@ -84,14 +84,15 @@ class MemberScorer(nn.Module):
         per_bank = []
         for name, scale, k in zip(self.names, self.scales, self.ks, strict=True):
             bank = getattr(self, f"bank_{name}")
-            dist = (1.0 - q @ bank.T if self.cosine else _euclidean(q, bank)) / getattr(self, f"density_{name}")
+            dist = _squared(q, bank)  # cosine: |q - b|^2 / 2 of normalized rows, as KnnDetector
+            dist = (0.5 * dist if self.cosine else dist.sqrt()) / getattr(self, f"density_{name}")
             per_bank.append(dist.topk(k, dim=1, largest=False).values.mean(dim=1) / scale)
         return torch.stack(per_bank).min(dim=0).values
 
 
-def _euclidean(q: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """``torch.cdist(q, bank)`` written with elementary ops (exported by every ONNX opset we use)."""
-    return (q.unsqueeze(1) - bank.unsqueeze(0)).pow(2).sum(-1).sqrt()
+def _squared(q: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """``torch.cdist(q, bank) ** 2`` written with elementary ops (exported by every ONNX opset we use)."""
+    return (q.unsqueeze(1) - bank.unsqueeze(0)).pow(2).sum(-1)
 
 
 class SectionScorer(nn.Module):

@@ -249,10 +249,8 @@ class PlantScorer:
         per_bank = []
         for bank_name in member["banks"]:
             bank = self.t[f"{prefix}.bank_{bank_name}"]
-            if cosine:
-                dist = 1.0 - x @ bank.T
-            else:
-                dist = np.sqrt(((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1))
+            squared = ((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1)
+            dist = 0.5 * squared if cosine else np.sqrt(squared)  # cosine: 1 - q.b of unit rows
             density = self.t.get(f"{prefix}.density_{bank_name}")
             if density is not None:  # normalize = "density": each member's distances over its local density
                 dist = dist / density
