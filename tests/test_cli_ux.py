@@ -271,7 +271,7 @@ def test_score_formats_and_the_length_note(tmp_path, monkeypatch, capsys, tiny_t
     assert code == 0 and text.startswith("clip,score,decision,threshold,machine_type,section,clip_seconds")
     assert str(long_clip) in text and str(clip) in text
     code, text = run_cli(monkeypatch, capsys, "score", "--model", model, str(long_clip), str(clip))
-    assert code == 0 and "[data] seconds" in text and f"{expected:.4f}" in text
+    assert code == 0 and "the model scores 2 s per clip" in text and f"{expected:.4f}" in text
     assert "1 clip(s) longer, of which only the first 2 s were scored; 1 shorter, tiled to 2 s" in text
 
 

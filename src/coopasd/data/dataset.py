@@ -40,7 +40,9 @@ def load_factory_data(
     train = [c for c in own if c.split == "train" and c.label == "normal"]
     test = [c for c in own if c.split == "test"]
     loaded_train = load_many([c.path for c in train], data.sample_rate, data.seconds, data.on_error, progress)
-    loaded_test = load_many([c.path for c in test], data.sample_rate, data.seconds, data.on_error, progress)
+    # test clips at the training clips' length (the model's, whatever [data] seconds is), as coopasd score does
+    seconds = data.seconds or loaded_train.waves.shape[1] / data.sample_rate
+    loaded_test = load_many([c.path for c in test], data.sample_rate, seconds, data.on_error, progress)
     keep_train, keep_test = set(loaded_train.paths), set(loaded_test.paths)
     skipped = [str(e) for e in loaded_train.skipped + loaded_test.skipped]
     return FactoryData(

@@ -60,9 +60,11 @@ def _prepare(x: torch.Tensor, metric: Metric) -> torch.Tensor:
 
 
 def _distances(queries: torch.Tensor, bank: torch.Tensor, metric: Metric) -> torch.Tensor:
-    if metric == "cosine":
-        return 1.0 - queries @ bank.T
-    return torch.cdist(queries, bank)
+    """Cosine (of normalized rows: ``1 - q.b`` written as ``|q - b|^2 / 2``) or Euclidean distances, from the
+    differences themselves: ``1 - q.b`` and the matmul form of cdist lose the small distances of near
+    neighbours to float32 cancellation, so two correct implementations would disagree on them."""
+    dist = torch.cdist(queries, bank, compute_mode="donot_use_mm_for_euclid_dist")
+    return 0.5 * dist.square() if metric == "cosine" else dist
 
 
 def _knn_mean(dist: torch.Tensor, k: int) -> torch.Tensor:
@@ -548,6 +550,25 @@ class FactoryModel:
     head_state: dict | None = None  # the local margin head (never shared)
     meta: dict = field(default_factory=dict)
     frozen: dict[str, nn.Module] = field(default_factory=dict)  # frozen encoders of detector members (aisfx)
+    clip_samples: int = 0  # length of the clips its banks hold, at data_cfg.sample_rate (0: unknown, older files)
+
+    def __post_init__(self) -> None:
+        if not self.clip_samples and self.data_cfg.seconds:  # a fixed [data] seconds: every clip had that length
+            self.clip_samples = int(round(self.data_cfg.seconds * self.data_cfg.sample_rate))
+
+    @property
+    def clip_seconds(self) -> float:
+        """The length every clip is brought to before scoring (its run's clips), in seconds; 0 if unknown."""
+        return self.clip_samples / self.data_cfg.sample_rate
+
+    def clip_length(self) -> int:
+        """:attr:`clip_samples`; :class:`CheckpointError` for a file that does not record it."""
+        if not self.clip_samples:
+            raise CheckpointError(
+                f"factory model '{self.name}' does not record the clip length it was built on (a file written "
+                "before coopasd saved it, with [data] seconds = 0): re-run its training to score or export with it"
+            )
+        return self.clip_samples
 
     def features(self, waves: np.ndarray, device: str = "auto") -> dict[str, np.ndarray]:
         return clip_features(self.encoder, waves, self.model_cfg, self.detect_cfg, device, self.frozen)
@@ -574,6 +595,7 @@ class FactoryModel:
             "frozen": {
                 name: expected_weights_sha256(AISFX_WEIGHTS) for name in self.frozen
             },  # shipped weights, checked on load
+            "clip_samples": int(self.clip_samples),
         }
         if isinstance(self.encoder, AisfxEncoder):  # the frozen part: the shipped weights of this sha256
             payload_meta["aisfx_weights_sha256"] = self.encoder.weights_sha256
@@ -609,12 +631,14 @@ class FactoryModel:
                     n: load_aisfx(AISFX_WEIGHTS, expected_sha256=h).for_inference()
                     for n, h in meta.pop("frozen", {}).items()
                 },
+                clip_samples=int(meta.pop("clip_samples", 0)),
                 meta=meta,
             )
         except CheckpointError:
             raise
         except (CoopasdError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             raise CheckpointError(f"{path}: not a usable factory model ({type(err).__name__}: {err})") from err
+        _check_file_name(path, model)
         for key, det in model.detectors.items():
             scales = [v for m in det.members.values() for v in m.scales.values()]
             weights = [det.member_weight(name) for name in det.members]
@@ -623,3 +647,20 @@ class FactoryModel:
             if not all(np.isfinite(w) and w >= 0 for w in weights) or not np.isclose(sum(weights), 1.0):
                 raise CheckpointError(f"{path}: detector {key} holds member weights that are not shares summing to 1")
         return model
+
+
+RUN_MODELS_DIR = "models"  # RUN_DIR/models/<factory>.pt: the file name is the factory's name
+
+
+def _check_file_name(path: Path, model: FactoryModel) -> None:
+    """A run's ``models/<factory>.pt`` must hold that factory (not a file copied over it); elsewhere a file
+    named after another factory than the one inside is loaded with a warning."""
+    inside = f"factory '{model.name}' ({', '.join(sorted(model.detectors))})"
+    if path.stem == model.name or path.name == "model.pt":  # a federated factory's own folder: <factory>/model.pt
+        return
+    if path.parent.name == RUN_MODELS_DIR:
+        raise CheckpointError(
+            f"{path}: holds {inside}, but a run directory's {RUN_MODELS_DIR}/{path.name} is factory '{path.stem}'s "
+            "model; was another model copied over it?"
+        )
+    log.warning("%s: the file holds %s, not '%s' as its name suggests", path, inside, path.stem)

@@ -11,8 +11,9 @@ leave-one-out scales, thresholds) of each machine type and section:
   (the members' mean, or their weighted mean), threshold. One file per section.
 - ``torchscript``: the same scoring module, traced (``torch.jit.load`` + call). One file per section.
 
-The waveform is what ``coopasd score`` feeds its model: mono, ``data.sample_rate`` Hz,
-``data.seconds`` long (crop or tile first); the metadata says both.
+The waveform is what ``coopasd score`` feeds its model: mono, ``data.sample_rate`` Hz, the model's
+clip length long (the length of the clips its banks hold: crop or tile first); the metadata's
+``audio`` entry says both (``sample_rate``, ``seconds``, ``samples``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from coopasd.data.features import (
 )
 from coopasd.detect.detectors import FactoryModel, FusedDetector, KnnDetector
 from coopasd.errors import CoopasdError
+from coopasd.model.aisfx import AisfxCNN
 from coopasd.model.backbone import offset_buckets
 from coopasd.model.beats import BEATs, pool
 
@@ -82,14 +84,15 @@ class MemberScorer(nn.Module):
         per_bank = []
         for name, scale, k in zip(self.names, self.scales, self.ks, strict=True):
             bank = getattr(self, f"bank_{name}")
-            dist = (1.0 - q @ bank.T if self.cosine else _euclidean(q, bank)) / getattr(self, f"density_{name}")
+            dist = _squared(q, bank)  # cosine: |q - b|^2 / 2 of normalized rows, as KnnDetector
+            dist = (0.5 * dist if self.cosine else dist.sqrt()) / getattr(self, f"density_{name}")
             per_bank.append(dist.topk(k, dim=1, largest=False).values.mean(dim=1) / scale)
         return torch.stack(per_bank).min(dim=0).values
 
 
-def _euclidean(q: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """``torch.cdist(q, bank)`` written with elementary ops (exported by every ONNX opset we use)."""
-    return (q.unsqueeze(1) - bank.unsqueeze(0)).pow(2).sum(-1).sqrt()
+def _squared(q: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """``torch.cdist(q, bank) ** 2`` written with elementary ops (exported by every ONNX opset we use)."""
+    return (q.unsqueeze(1) - bank.unsqueeze(0)).pow(2).sum(-1)
 
 
 class SectionScorer(nn.Module):
@@ -162,7 +165,7 @@ def _quiet_exporters() -> Iterator[None]:
 
 
 def _example(model: FactoryModel, batch: int = 2) -> torch.Tensor:
-    samples = int(round(model.data_cfg.seconds * model.data_cfg.sample_rate))
+    samples = model.clip_length()
     return torch.randn(batch, samples, generator=torch.Generator().manual_seed(0)) * 0.1
 
 
@@ -194,7 +197,12 @@ def metadata(model: FactoryModel) -> dict:
         "model_cfg": dataclasses.asdict(model.model_cfg),
         "detect_cfg": dataclasses.asdict(model.detect_cfg),
         "data_cfg": dataclasses.asdict(model.data_cfg),
-        "audio": {"sample_rate": model.data_cfg.sample_rate, "seconds": model.data_cfg.seconds, "channels": 1},
+        "audio": {
+            "sample_rate": model.data_cfg.sample_rate,
+            "seconds": model.clip_length() / model.data_cfg.sample_rate,
+            "samples": model.clip_length(),
+            "channels": 1,
+        },
         "fbank": dataclasses.asdict(fbank)
         | {
             "window_size": fbank.window_size,
@@ -205,28 +213,46 @@ def metadata(model: FactoryModel) -> dict:
             "beats_std": FBANK_STD,
             "epsilon": float(torch.finfo(torch.float32).eps),
         },
+        "frozen": _frozen_meta(model),
         "sections": {key: _section_meta(det) for key, det in sorted(model.detectors.items())},
     }
 
 
+def frozen_tensors(encoder: nn.Module, prefix: str) -> dict[str, np.ndarray]:
+    """A frozen aiSFX member for the numpy scorer: its (BatchNorm-folded) convolutions and its front-end's
+    resampling kernel, STFT window and mel filterbank, each under ``prefix``."""
+    if not isinstance(encoder, AisfxCNN) or isinstance(encoder.blocks[0].bn1, nn.BatchNorm2d):
+        raise ExportError(f"{prefix}: the numpy scorer takes aiSFX encoders prepared for inference (folded BatchNorm)")
+    state = {f"{prefix}.{k}": v.detach().float().contiguous().numpy() for k, v in encoder.state_dict().items()}
+    return state | {
+        f"{prefix}.resample_kernel": encoder.resampler.kernel[:, 0].numpy(),  # (up, taps): one row per output phase
+        f"{prefix}.window": encoder.logmel.window.numpy(),
+        f"{prefix}.mel_banks": encoder.logmel.fbank.numpy(),
+    }
+
+
+def _frozen_meta(model: FactoryModel) -> dict:
+    """Front-end settings of the frozen members (resampling ratio and padding, STFT, log compression, pools)."""
+    out = {}
+    for name, encoder in model.frozen.items():
+        if isinstance(encoder, AisfxCNN):
+            r = encoder.resampler
+            out[name] = encoder.cfg.to_dict() | {"resample_up": r.up, "resample_down": r.down, "resample_pad": r.pad}
+    return out
+
+
 def export_safetensors(model: FactoryModel) -> bytes:
-    """All sections in one safetensors file: ``encoder.<name>``, ``fbank.*`` and
+    """All sections in one safetensors file: ``encoder.<name>``, ``fbank.*``, ``frozen.<member>.*`` (aiSFX) and
     ``sections.<machine>/<section>.<member>.{mean,std,bank_<bank>}`` tensors + the :func:`metadata` JSON."""
     from safetensors.numpy import save
 
-    frozen = sorted({n for det in model.detectors.values() for n in det.members if n in model.frozen})
-    if frozen:
-        raise ExportError(
-            f"the numpy plant scorer of the safetensors format has no {', '.join(frozen)} encoder: export this "
-            "model with --format onnx or torchscript (the whole scoring graph, frozen members included)"
-        )
     tensors: dict[str, np.ndarray] = {}
     buckets: np.ndarray | None = None
     if any("learned" in det.members for det in model.detectors.values()):
         tensors |= {f"encoder.{k}": v.detach().float().numpy() for k, v in model.encoder.state_dict().items()}
         enc = model.encoder.cfg
         if enc.relative_position_embedding:  # bucket of each key - query offset at the model's clip length
-            samples = int(round(model.data_cfg.seconds * model.data_cfg.sample_rate))
+            samples = model.clip_length()
             length = frames_for(samples) // enc.input_patch_size * model.encoder.freq_patches
             offsets = torch.arange(-(length - 1), length)
             buckets = offset_buckets(offsets, enc.num_buckets, enc.max_distance).numpy()
@@ -244,6 +270,8 @@ def export_safetensors(model: FactoryModel) -> bytes:
                 tensors[f"{prefix}.bank_{bank}"] = values.numpy()
                 if densities is not None:
                     tensors[f"{prefix}.density_{bank}"] = densities.numpy()
+    for name in sorted({n for det in model.detectors.values() for n in det.members if n in model.frozen}):
+        tensors |= frozen_tensors(model.frozen[name], f"frozen.{name}")
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
     if buckets is not None:
         tensors["encoder.relative_position_buckets"] = buckets.astype(np.int64)

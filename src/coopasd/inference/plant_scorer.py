@@ -1,11 +1,13 @@
 """Score clips with an exported factory model using only numpy and safetensors.
 
 The no-training-stack path for a plant: ``coopasd export --format safetensors`` writes one file
-(the encoder, every section's memory banks, standardization, scales and threshold, and a JSON
-header); this module reads it and scores without torch or any other part of coopasd. It imports
-nothing but numpy, safetensors and the standard library, so it can be copied next to the model.
-A reference implementation written for clarity, in float64 (the model's float32 path agrees to
-about 1e-6): a 10 s clip through the ``base`` encoder takes seconds; for speed use the ONNX export.
+(the encoder, the frozen aiSFX member's network and front-end, every section's memory banks,
+standardization, scales and threshold, and a JSON header); this module reads it and scores without
+torch or any other part of coopasd. It imports nothing but numpy, safetensors and the standard
+library, so it can be copied next to the model. A reference implementation written for clarity, in
+float64 (the model's float32 path agrees to about 1e-6): a 10 s clip through the ``base`` encoder
+takes seconds; for speed use the ONNX export. Clips must have the model's length (``audio.samples``
+in the metadata): crop or tile them first, as ``coopasd score`` does.
 
     scorer = PlantScorer.load("plant.safetensors")
     scores, decisions = scorer.score(waves, "fan/00")  # waves: (n, samples), mono, 16 kHz, in [-1, 1]
@@ -186,6 +188,54 @@ class PlantScorer:
                 out.append(x.mean(axis=0))
         return np.stack(out)
 
+    # ---- frozen aiSFX member (float64 numpy of coopasd.model.aisfx.AisfxCNN, BatchNorm folded)
+    def _resample(self, wave: np.ndarray, name: str) -> np.ndarray:
+        """Polyphase Kaiser-sinc resampling of one clip to the member's model rate (zeros outside the clip)."""
+        cfg = self.meta["frozen"][name]
+        up, down, pad = cfg["resample_up"], cfg["resample_down"], cfg["resample_pad"]
+        if up == down:
+            return wave
+        kernel = self.t[f"frozen.{name}.resample_kernel"]  # (up, taps)
+        n_out = -(-wave.shape[0] * up // down)
+        frames = -(-n_out // up)
+        right = max(0, (frames - 1) * down + kernel.shape[1] - pad - wave.shape[0])
+        windows = sliding_window_view(np.pad(wave, (pad, right)), kernel.shape[1])[::down][:frames]
+        return (windows @ kernel.T).reshape(-1)[:n_out]
+
+    def _aisfx_logmel(self, wave: np.ndarray, name: str) -> np.ndarray:
+        """Compressed log-mel ``(frames, n_mels)`` at the model rate: centred frames, symmetric Hann window."""
+        cfg = self.meta["frozen"][name]
+        n_fft, hop = cfg["n_fft"], cfg["hop_length"]
+        frames = -(-wave.shape[0] // hop) + 1
+        tail = (frames - 1) * hop - wave.shape[0]
+        padded = np.pad(np.pad(wave, (0, tail)), (n_fft // 2, n_fft // 2))
+        windows = sliding_window_view(padded, n_fft)[::hop][:frames] * self.t[f"frozen.{name}.window"]
+        power = np.abs(np.fft.rfft(windows, n=n_fft, axis=1)) ** 2
+        mel = power @ self.t[f"frozen.{name}.mel_banks"].T
+        return np.log10(1.0 + cfg["log_gain"] * mel) / cfg["log_max"]
+
+    def _conv3x3(self, x: np.ndarray, name: str) -> np.ndarray:
+        """``(in, time, freq)`` -> ``(out, time, freq)``: 3x3 convolution, zero padding 1, then ReLU."""
+        windows = sliding_window_view(np.pad(x, ((0, 0), (1, 1), (1, 1))), (3, 3), axis=(1, 2))
+        out = np.tensordot(self.t[f"{name}.weight"], windows, axes=([1, 2, 3], [0, 3, 4]))
+        return np.maximum(out + self.t[f"{name}.bias"][:, None, None], 0.0)
+
+    def frozen_embedding(self, waves: np.ndarray, name: str) -> np.ndarray:
+        """The frozen member's embedding ``(n, channels)``: last block, mean over frequency, max over time."""
+        cfg, out = self.meta["frozen"][name], []
+        for wave in waves:
+            x = self._aisfx_logmel(self._resample(wave, name), name)[None]  # (1, time, freq)
+            for i, pool in enumerate(cfg["pools"]):
+                x = self._conv3x3(
+                    self._conv3x3(x, f"frozen.{name}.blocks.{i}.conv1"), f"frozen.{name}.blocks.{i}.conv2"
+                )
+                if pool > 1:
+                    c, t, f = x.shape
+                    x = x[:, : t // pool * pool, : f // pool * pool]
+                    x = x.reshape(c, t // pool, pool, f // pool, pool).max(axis=(2, 4))
+            out.append(x.mean(axis=2).max(axis=1))
+        return np.stack(out)
+
     # ---- detector
     def _member_score(self, x: np.ndarray, prefix: str, member: dict) -> np.ndarray:
         # features rounded to float32 as the model's banks were: bands with a tiny spread across the
@@ -199,10 +249,8 @@ class PlantScorer:
         per_bank = []
         for bank_name in member["banks"]:
             bank = self.t[f"{prefix}.bank_{bank_name}"]
-            if cosine:
-                dist = 1.0 - x @ bank.T
-            else:
-                dist = np.sqrt(((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1))
+            squared = ((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1)
+            dist = 0.5 * squared if cosine else np.sqrt(squared)  # cosine: 1 - q.b of unit rows
             density = self.t.get(f"{prefix}.density_{bank_name}")
             if density is not None:  # normalize = "density": each member's distances over its local density
                 dist = dist / density
@@ -216,10 +264,20 @@ class PlantScorer:
         if section not in self.meta["sections"]:
             raise KeyError(f"no section {section}; the model has {', '.join(self.sections)}")
         waves = np.atleast_2d(np.asarray(waves, dtype=np.float64))
+        audio = self.meta["audio"]
+        if "samples" in audio and waves.shape[1] != audio["samples"]:
+            raise ValueError(
+                f"clips of {waves.shape[1]} samples: this model scores clips of {audio['samples']} samples "
+                f"({audio['seconds']:g} s at {audio['sample_rate']} Hz); crop or tile them first"
+            )
         sec = self.meta["sections"][section]
         features = {"learned": self.learned, "logmel": self.logmel}
         per_member = [
-            self._member_score(features[name](waves), f"sections.{section}.{name}", member)
+            self._member_score(
+                features[name](waves) if name in features else self.frozen_embedding(waves, name),
+                f"sections.{section}.{name}",
+                member,
+            )
             for name, member in sec["members"].items()
         ]
         weights = sec.get("weights")  # each member's share; exports made before member weights: the plain mean

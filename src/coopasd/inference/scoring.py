@@ -1,11 +1,14 @@
 """Scoring one clip with a factory's saved model: the one code path of ``coopasd score`` and ``coopasd serve``.
 
 Both commands load audio with :mod:`coopasd.data.audio` (a file, or an upload's bytes, through
-the same checks and clip rule), pick the machine type and section with :func:`resolve_section`
-and score with :func:`score_wave`, so they cannot disagree. A clip is scored the way the model's
-run saw clips: brought to the model's ``[data] seconds`` (a longer clip keeps its first seconds,
-a shorter one is tiled), so its score equals the one in that run's submission files;
-:func:`score_file` says how long the file itself was.
+the same checks), pick the machine type and section with :func:`resolve_section` and score with
+:func:`score_wave`, so they cannot disagree. A clip is scored the way the model's run saw clips
+(:func:`fit_to_model`): brought to the length of the clips its memory banks hold (the model's
+``clip_seconds``; a longer clip keeps its first seconds, a shorter one is tiled), so a clip's score
+does not depend on how long the file is and equals the one in that run's submission files. A clip
+shorter than :data:`MIN_CLIP_SHARE` of that length is refused: tiled more than that, it is a
+different sound. A clip whose DCASE path names a machine type or section the model has no
+detector for is refused, never scored by another section's detector.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from coopasd.data.audio import fix_length, load_audio
-from coopasd.data.layout import parse_clip_path
+from coopasd.data.layout import SPLITS, parse_clip_path
 from coopasd.detect.detectors import FactoryModel, require_finite_scores  # the only import of the saved model's class
-from coopasd.errors import LayoutError, SectionError
+from coopasd.errors import AudioError, LayoutError, SectionError
 
 __all__ = [
     "ClipScore",
     "FactoryModel",
     "FileScore",
+    "MIN_CLIP_SHARE",
+    "fit_to_model",
     "load_model",
     "resolve_section",
     "score_file",
@@ -50,9 +55,30 @@ class ClipScore:
         return asdict(self)
 
 
+MIN_CLIP_SHARE = 0.25  # shortest clip scored, as a share of the model's clip length (tiled at most 4 times)
+
+
 def load_model(path: Path) -> FactoryModel:
     """A factory's saved detector (``RUN_DIR/models/<factory>.pt``)."""
     return FactoryModel.load(Path(path))
+
+
+def fit_to_model(model: FactoryModel, wave: np.ndarray, name: Path | str = "clip") -> np.ndarray:
+    """``wave`` ``(samples,)`` at the model's rate brought to the model's clip length, as its run did.
+
+    Raises :class:`AudioError` naming ``name`` when the clip is shorter than :data:`MIN_CLIP_SHARE`
+    of that length; :class:`CheckpointError` when the model file does not record its clip length.
+    """
+    rate, length = model.data_cfg.sample_rate, model.clip_length()
+    shortest = int(np.ceil(MIN_CLIP_SHARE * length))
+    if wave.shape[0] < shortest:
+        raise AudioError(
+            name,
+            f"clip lasts {wave.shape[0] / rate:.4g} s ({wave.shape[0]} samples at {rate} Hz); the model scores "
+            f"{length / rate:g} s clips and accepts clips from {shortest / rate:.4g} s on (shorter ones would be "
+            f"repeated more than {1 / MIN_CLIP_SHARE:g} times)",
+        )
+    return fix_length(wave, length)
 
 
 def sections(model: FactoryModel) -> list[str]:
@@ -61,13 +87,14 @@ def sections(model: FactoryModel) -> list[str]:
 
 
 def _name_hint(name_hint: Path | str | None) -> tuple[str | None, str | None]:
-    """Machine type (from a ``<machine>/<split>/`` folder) and section (from a DCASE file name), if they show."""
+    """Machine type (from a ``<machine>/<train|test>/`` folder) and section (from a DCASE file name), if they show."""
     if not name_hint:
         return None, None
     path = Path(name_hint)
-    for split in dict.fromkeys((path.parent.name, "test", "train")):  # the folder's split first, then the name's
+    in_split = path.parent.name in SPLITS
+    for split in dict.fromkeys((path.parent.name if in_split else "test", "test", "train")):
         try:
-            clip = parse_clip_path(path, path.parent.parent.name, split)
+            clip = parse_clip_path(path, path.parent.parent.name if in_split else "", split)
         except LayoutError:
             continue
         return clip.machine_type or None, clip.section
@@ -84,11 +111,22 @@ def resolve_section(
     """
     known = ", ".join(sections(model))
     label = str(name_hint) if name_hint else "clip"
-    if machine and section:
-        if f"{machine}/{section}" not in model.detectors:
-            raise SectionError(f"{label}: the model has no detector for {machine}/{section}; it knows {known}")
-        return machine, section
+    if machine and section and f"{machine}/{section}" not in model.detectors:
+        raise SectionError(f"{label}: the model has no detector for {machine}/{section}; it knows {known}")
     hint_machine, hint_section = _name_hint(name_hint)
+    for what, given, shown in (("machine type", machine, hint_machine), ("section", section, hint_section)):
+        if given and shown and given != shown:
+            raise SectionError(f"{label}: its name says {what} '{shown}', but {what} '{given}' was given")
+    shown_key = f"{hint_machine or '*'}/{hint_section or '*'}"
+    if (hint_machine or hint_section) and not any(
+        (hint_machine in (None, k.split("/")[0])) and (hint_section in (None, k.split("/")[1])) for k in model.detectors
+    ):
+        raise SectionError(
+            f"{label}: its name says {shown_key}, which factory model '{model.name}' has no detector for; "
+            f"it knows {known}"
+        )
+    if machine and section:
+        return machine, section
     guess_machine, guess_section = machine or hint_machine, section or hint_section
     if guess_machine and guess_section and f"{guess_machine}/{guess_section}" in model.detectors:
         return guess_machine, guess_section
@@ -130,7 +168,7 @@ class FileScore:
     clip: str
     result: ClipScore
     clip_seconds: float  # the file's length
-    scored_seconds: float  # the model's [data] seconds (longer files cut to it, shorter ones tiled), else the file's
+    scored_seconds: float  # the model's clip length (longer files cut to it, shorter ones tiled)
 
     def to_dict(self) -> dict[str, float | int | str]:
         """Flat record: clip, score, decision, threshold, machine_type, section, clip_seconds, scored_seconds."""
@@ -141,13 +179,13 @@ class FileScore:
 def score_file(model: FactoryModel, path: Path, machine: str | None = None, section: str | None = None) -> FileScore:
     """Score one audio file as :func:`score_wave` does after :func:`coopasd.data.audio.load_audio` with the
     model's data config (the same score), and report the file's length beside the length scored."""
+    path = Path(path).absolute()
     found_machine, found_section = resolve_section(model, path, machine, section)
-    rate, seconds = model.data_cfg.sample_rate, model.data_cfg.seconds
+    rate = model.data_cfg.sample_rate
     wave = load_audio(path, rate, None)  # native length, at the model's rate
-    own = round(wave.shape[0] / rate, 3)
-    scored = fix_length(wave, int(round(seconds * rate))) if seconds else wave  # 0: the clip's own length
+    scored = fit_to_model(model, wave, path)
     result = score_wave(model, scored, found_machine, found_section, name=str(path))
-    return FileScore(str(path), result, own, seconds or own)
+    return FileScore(str(path), result, round(wave.shape[0] / rate, 4), model.clip_seconds)
 
 
 def scores_text(rows: Sequence[FileScore], fmt: str) -> str:
@@ -185,6 +223,6 @@ def length_note(rows: Sequence[FileScore]) -> str:
         return ""
     seconds = rows[0].scored_seconds
     return (
-        f"the model scores {seconds:g} s per clip (the [data] seconds of its run): {longer} clip(s) longer, "
+        f"the model scores {seconds:g} s per clip (the length of its run's clips): {longer} clip(s) longer, "
         f"of which only the first {seconds:g} s were scored; {shorter} shorter, tiled to {seconds:g} s"
     )

@@ -6,12 +6,13 @@ Routes:
   (``Content-Type: audio/wav``, ``audio/x-wav``, ``audio/flac`` or ``application/octet-stream``);
   optional query parameters ``machine``, ``section`` (else read from a DCASE file name, else the
   model's only section) and ``name`` (the clip's name for a raw body). Answers
-  ``{"factory", "clip", "score", "decision", "threshold", "machine_type", "section"}``, the same
-  numbers as ``coopasd score`` on the same file (both go through :mod:`coopasd.inference.scoring`).
-- ``GET /health``: status, factory name, sections, sample rate and the service's limits.
-- ``GET /openapi.json``: the OpenAPI schema. The interactive pages ``/docs`` and ``/redoc`` load
-  their JavaScript and CSS from a public CDN, which a plant network may not reach; the schema
-  itself needs nothing from outside.
+  ``{"factory", "clip", "score", "decision", "threshold", "machine_type", "section", "clip_seconds",
+  "scored_seconds"}``, the same numbers as ``coopasd score`` on the same file (both go through
+  :mod:`coopasd.inference.scoring`): the clip is cut or tiled to the model's clip length ``scored_seconds``.
+- ``GET /health``: status, factory name, sections, sample rate, the model's clip length and the
+  service's limits.
+- ``GET /openapi.json``: the OpenAPI schema. There are no interactive ``/docs`` or ``/redoc`` pages:
+  FastAPI's load their JavaScript and CSS from a public CDN, which a plant network may not reach.
 
 Every client mistake gets a 4xx answer ``{"detail": "..."}`` that names the problem: 400 empty or
 malformed request, 413 body over the size limit (checked from ``Content-Length`` and while the
@@ -35,13 +36,22 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from python_multipart.exceptions import FormParserError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 
 from coopasd.data.audio import decode_audio
 from coopasd.errors import AudioError, CoopasdError
 from coopasd.http_body import read_capped_body
-from coopasd.inference.scoring import FactoryModel, resolve_section, score_wave, sections
+from coopasd.inference.scoring import (
+    MIN_CLIP_SHARE,
+    FactoryModel,
+    fit_to_model,
+    resolve_section,
+    score_wave,
+    sections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,8 @@ class ScoreResponse(BaseModel):
     threshold: float
     machine_type: str
     section: str
+    clip_seconds: float  # the upload's own length
+    scored_seconds: float  # the model's clip length: longer clips keep their first seconds, shorter ones are tiled
 
 
 class HealthResponse(BaseModel):
@@ -70,7 +82,8 @@ class HealthResponse(BaseModel):
     factory: str
     sections: list[str]
     sample_rate: int
-    seconds: float
+    seconds: float  # the model's clip length: every clip is cut or tiled to it before scoring
+    min_seconds: float  # shorter clips are refused (422)
     features: str
     max_upload_bytes: int
     max_seconds: float
@@ -135,7 +148,10 @@ async def _clip_from_request(request: Request, limit: int, name: str | None) -> 
         raise HTTPException(400, "empty request body: send the clip as multipart field 'file' or as the raw body")
     if content_type != MULTIPART:
         return body, name or "upload"
-    form = await Request(request.scope, _replay(body)).form(max_files=1, max_fields=16)
+    try:
+        form = await Request(request.scope, _replay(body)).form(max_files=1, max_fields=16)
+    except (MultiPartException, FormParserError) as err:  # what the multipart parser finds wrong in the body
+        raise HTTPException(400, f"malformed multipart body: {err}; send the clip in form field 'file'") from err
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -155,11 +171,13 @@ def _score_bytes(
 ) -> ScoreResponse:
     """Resolve the section, decode and score (blocking; runs in a worker thread)."""
     m, s = resolve_section(model, clip, machine, section)
-    wave = decode_audio(data, clip, model.data_cfg.sample_rate, model.data_cfg.seconds, max_seconds=max_seconds)
-    result = score_wave(model, wave, m, s, clip)
+    rate = model.data_cfg.sample_rate
+    wave = decode_audio(data, clip, rate, None, max_seconds=max_seconds)
+    result = score_wave(model, fit_to_model(model, wave, clip), m, s, clip)
     if not math.isfinite(result.score):
         raise AudioError(clip, "the model gives this clip a non-finite score (degenerate audio)")
-    return ScoreResponse(factory=model.name, clip=clip, **result.to_dict())
+    lengths = {"clip_seconds": round(wave.shape[0] / rate, 4), "scored_seconds": model.clip_seconds}
+    return ScoreResponse(factory=model.name, clip=clip, **result.to_dict(), **lengths)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -183,6 +201,8 @@ def create_app(
         description="Anomaly scores of machine sound clips from this factory's own detector. "
         "The clip stays in the plant; nothing leaves this service.",
         version="1",
+        docs_url=None,  # FastAPI's /docs and /redoc pages load their scripts from a CDN: none offline
+        redoc_url=None,
     )
 
     @app.exception_handler(CoopasdError)
@@ -208,7 +228,8 @@ def create_app(
             factory=model.name,
             sections=sections(model),
             sample_rate=model.data_cfg.sample_rate,
-            seconds=model.data_cfg.seconds,
+            seconds=model.clip_seconds,
+            min_seconds=MIN_CLIP_SHARE * model.clip_seconds,
             features=model.detect_cfg.features,
             max_upload_bytes=max_upload_bytes,
             max_seconds=max_seconds,
@@ -239,6 +260,7 @@ def run_service(model_path: Path, host: str, port: int, max_upload_mb: float, ma
     if max_upload_mb <= 0 or max_seconds <= 0:
         raise CoopasdError("--max-upload-mb and --max-seconds must be positive")
     factory = load_model(model_path)
+    factory.clip_length()  # a model that does not record it cannot score anything: refuse it now
     app = create_app(factory, int(max_upload_mb * 1e6), max_seconds)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: the service has no authentication or TLS; keep it inside the plant network", host)

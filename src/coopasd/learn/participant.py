@@ -116,7 +116,17 @@ def build_factory_model(
         for key, rows in sections.items()
     }
     return FactoryModel(
-        data.factory.name, encoder, cfg.model, cfg.detect, cfg.data, detectors, head.classes, head.state, meta, frozen
+        data.factory.name,
+        encoder,
+        cfg.model,
+        cfg.detect,
+        cfg.data,
+        detectors,
+        head.classes,
+        head.state,
+        meta,
+        frozen,
+        clip_samples=int(data.train_waves.shape[1]),  # what [data] seconds = 0 left them: the clips' common length
     )
 
 
