@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from coopasd.config import RunConfig, detector_members
-from coopasd.data.partition import parse_factories
+from coopasd.data.partition import factories_of
 from coopasd.errors import ConfigError
 
 METRIC_LABELS = {
@@ -223,7 +223,8 @@ def factory_names(summary: Mapping, cfg: RunConfig | None) -> list[str]:
     if isinstance(summary.get("factories"), list):
         return [str(f) for f in summary["factories"]]
     try:
-        return [f.name for f in parse_factories(cfg.partition.factories if cfg else "", sorted(summary["machines"]))]
+        pairs = ((m, s) for m, v in summary["machines"].items() for s in v.get("sections", {"00": None}))
+        return [f.name for f in factories_of(cfg.partition.factories if cfg else "", pairs)]
     except ConfigError:
         return []
 
