@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coopasd.config import DataConfig
+from coopasd.config import DataConfig, load_config
 from coopasd.data.dataset import load_all
 from coopasd.data.families import generate_plant, plant_config, render_plant_clip
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import factories_of, parse_factories
 from coopasd.errors import ConfigError
 from coopasd.features import logmel_statistics
+from coopasd.pipeline import run_learned_mode
 
 UNITS = [("pump", "00"), ("pump", "01"), ("pump", "02"), ("fan", "00"), ("fan", "01")]
 
@@ -99,3 +100,14 @@ def test_a_factory_loads_only_its_own_units(tmp_path):
     assert {c.section for c in a.train_clips + a.test_clips} == {"00"}
     assert {c.section for c in b.train_clips + b.test_clips} == {"01"}
     assert len(a.train_clips) == 3 and len(b.test_clips) == 4
+
+
+def test_a_run_records_which_units_each_factory_holds(tmp_path):
+    plant = tmp_path / "plant"
+    generate_plant(
+        plant_config("dev", ("fan",), seconds=0.2, units=2, train_source=3, train_target=1, test_per_domain=4), plant
+    )
+    cfg = load_config(None, partition={"factories": "a=fan/00;b=fan/01"}, detect={"features": "logmel"})
+    summary = run_learned_mode("local", plant, cfg).summary()
+    assert summary["factory_units"] == {"a": ["fan/00"], "b": ["fan/01"]}
+    assert sorted(summary["machines"]["fan"]["sections"]) == ["00", "01"]
