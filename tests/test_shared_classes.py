@@ -12,9 +12,11 @@ from coopasd.data.families import generate_plant, plant_config
 from coopasd.data.layout import discover_clips
 from coopasd.data.partition import factories_of
 from coopasd.errors import ConfigError
-from coopasd.model.encoders import initial_encoder
+from coopasd.model.beats import BEATs
 from coopasd.participant import train_encoder
-from coopasd.shared_classes import partition_classes, shared_labels
+from coopasd.shared_classes import fix_centres, partition_classes, shared_labels
+from coopasd.train import make_head
+from tests.test_beats import MICRO
 
 SPEC = "a=fan/00;b=fan/01"
 
@@ -42,21 +44,21 @@ def test_a_shared_table_needs_a_partition():
         load_config(None, train={"class_table": "shared"})
 
 
-def test_lone_units_train_against_the_same_fixed_centres_of_every_unit(plant):
+def test_a_lone_unit_trains_against_fixed_centres_of_every_unit(plant):
     cfg = load_config(
         None,
         partition={"factories": SPEC},
-        train={"class_table": "shared", "epochs": 1, "batch_size": 4, "crop_seconds": 0.3},
+        train={"class_table": "shared", "epochs": 1, "batch_size": 8, "crop_seconds": 0.3},
         data={"seconds": 0.3},
+        model={"pooling": "mean", "layer": -1},
     )
     clips = discover_clips(plant)
-    datas = load_all(clips, factories_of(SPEC, ((c.machine_type, c.section) for c in clips)), cfg.data)
-    heads = []
-    for data in datas:  # local-only: each factory alone, one unit of its own
-        encoder, _ = initial_encoder(cfg.model, cfg.train.seed)
-        heads.append(train_encoder(encoder, [data], cfg))
-    assert heads[0].classes == heads[1].classes == ["fan/00", "fan/01"]
-    a, b = (h.state["weight"] for h in heads)
-    assert torch.equal(a, b)  # fixed: not trained, identical in every factory
-    n_pseudo = a.shape[0] - 2
-    assert n_pseudo >= 1 and np.allclose((a @ a.T).numpy(), np.eye(a.shape[0]), atol=1e-5)  # orthonormal centres
+    lone = load_all(clips, factories_of(SPEC, ((c.machine_type, c.section) for c in clips)), cfg.data)[1]
+    encoder = BEATs(MICRO)
+    head = train_encoder(encoder, [lone], cfg)  # local-only: factory b alone, one unit of its own
+    assert head.classes == ["fan/00", "fan/01"]
+    fresh = make_head(encoder, 2, cfg.train, cfg.model.pooling)
+    fix_centres(fresh, cfg.train.seed)
+    trained = head.state["weight"]
+    assert torch.equal(trained, fresh.weight.detach())  # fixed: not trained, the same in every factory
+    assert np.allclose((trained @ trained.T).numpy(), np.eye(len(trained)), atol=1e-5)  # orthonormal centres
