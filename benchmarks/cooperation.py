@@ -71,7 +71,8 @@ def factory_spec(machines: tuple[str, ...], units: int) -> tuple[str, list[str]]
     return ";".join(f"{f}={n}" for f, n in zip(factories, names, strict=True)), factories
 
 
-def scenario_config(base: RunConfig, scenario: Scenario, machines: tuple[str, ...]) -> RunConfig:
+def scenario_config(base: RunConfig, scenario: Scenario, machines: tuple[str, ...], sets: dict) -> RunConfig:
+    """``base`` with the scenario's partition (and late join), then the ``--set`` values."""
     cfg = base
     if scenario.by_unit:
         spec, factories = factory_spec(machines, scenario.units)
@@ -79,6 +80,8 @@ def scenario_config(base: RunConfig, scenario: Scenario, machines: tuple[str, ..
         if scenario.late:
             absent = "+".join(str(r) for r in range(1, JOIN_ROUND))
             cfg = with_overrides(cfg, "federation", drop_out=f"{factories[-1]}:{absent}")
+    for section, values in sets.items():
+        cfg = with_overrides(cfg, section, **values)
     return cfg
 
 
@@ -123,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     machines = MACHINES[args.family]
-    base = load_config(args.config, **parse_sets(args.set))
+    base = load_config(args.config)
     table = Table(title=f"cooperation on the {args.family} family: official score (%) and gain from joining")
     for col in ("scenario", "federated", "centralized", "local-only", "fed - local (pt)", "fed - cen (pt)"):
         table.add_column(col, justify="left" if col == "scenario" else "right")
@@ -134,7 +137,7 @@ def main() -> None:
         scenario = all_scenarios[name]
         data_name = "one-unit" if scenario.late else name
         data = ensure_plant(args.out / args.family / data_name / "data", args.family, machines, scenario, args)
-        cfg = scenario_config(base, scenario, machines)
+        cfg = scenario_config(base, scenario, machines, parse_sets(args.set))
         work = args.out / args.family / f"{name}{args.tag}"
         start = time.time()
         summary = run_comparison(data, work, cfg).summary()
