@@ -9,7 +9,7 @@ from coopasd.config import DataConfig, load_config
 from coopasd.data.dataset import load_all
 from coopasd.data.families import generate_plant, plant_config, render_plant_clip
 from coopasd.data.layout import discover_clips
-from coopasd.data.partition import factories_of, parse_factories
+from coopasd.data.partition import factories_of
 from coopasd.errors import ConfigError
 from coopasd.features import logmel_statistics
 from coopasd.pipeline import run_learned_mode
@@ -87,7 +87,14 @@ def test_unit_partition_errors_name_the_unit(spec, message):
 
 
 def test_a_deployed_node_may_name_units_and_whole_machine_types():
-    node = parse_factories("x=pump+fan/01", ["pump", "fan"], ["fan/01"])[0]
+    from flwr.app import Context, RecordDict
+
+    from coopasd.federation.client_app import settings_from_context
+
+    run_config = {"run-config": "", "run-dir": "srv", "factories": 2, "resume": False}
+    node_config = {"data-dir": "/plant/data", "machines": "pump+fan/01", "factory": "x"}
+    context = Context(run_id=7, node_id=1, node_config=node_config, state=RecordDict(), run_config=run_config)
+    node = settings_from_context(context).factory
     assert node.holds("pump", "02") and node.holds("fan", "01") and not node.holds("fan", "00")
 
 
