@@ -25,7 +25,7 @@ from rich.table import Table
 from coopasd.config.settings import detector_members, load_config
 from coopasd.data.dataset import load_all
 from coopasd.data.layout import discover_clips, group_by_machine_section
-from coopasd.data.partition import parse_factories
+from coopasd.data.partition import factories_of
 from coopasd.dcase.evaluation import ScoredRun, SectionScores
 from coopasd.dcase.metrics import summarize
 from coopasd.detect.detectors import section_key
@@ -64,7 +64,7 @@ def main() -> None:
     )
     subsets, modes = args.subsets.split(";"), args.modes.split(",")
     clips = discover_clips(args.data)
-    factories = parse_factories(cfg.partition.factories, sorted({c.machine_type for c in clips}))
+    factories = factories_of(cfg.partition.factories, ((c.machine_type, c.section) for c in clips))
     datas = load_all(clips, factories, cfg.data)
     results, seconds = {}, {}
     for mode in modes:

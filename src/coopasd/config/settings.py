@@ -121,6 +121,7 @@ class TrainConfig:
     spec_augment: bool = True  # one time and one frequency mask per clip
     mixup: float = 0.0  # Beta(a, a) mixup of waveforms and labels; 0 = off
     pseudo_anomalies: bool = True  # add perturbed-clip classes to the auxiliary task
+    class_table: Literal["local", "shared"] = "local"  # shared: classes = all [partition] units, fixed centres
     freeze_backbone: bool = False  # train only LoRA adapters (and the head)
     proximal_mu: float = 0.0  # FedProx: mu/2 * ||w - w_global||^2 (federated rounds)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train
@@ -303,6 +304,10 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
+        if self.train.class_table == "shared" and "=" not in self.partition.factories:
+            raise ConfigError(
+                '[train] class_table = "shared" classifies among the units [partition] factories names: set factories'
+            )
         if self.federation.share == "lora" and self.model.lora_rank == 0:
             raise ConfigError("[federation] share = 'lora' needs LoRA adapters: set [model] lora_rank > 0 (e.g. 8)")
         rule, private = self.federation.aggregation, self.privacy.secure_aggregation or self.privacy.dp_clip > 0

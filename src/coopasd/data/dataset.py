@@ -36,7 +36,7 @@ def load_factory_data(
     clips: Sequence[Clip], factory: Factory, data: DataConfig, progress: Progress | None = None
 ) -> FactoryData:
     """Load one factory's normal training clips and its test clips (bad clips per ``data.on_error``)."""
-    own = [c for c in clips if c.machine_type in factory.machine_types]
+    own = [c for c in clips if factory.holds(c.machine_type, c.section)]
     train = [c for c in own if c.split == "train" and c.label == "normal"]
     test = [c for c in own if c.split == "test"]
     loaded_train = load_many([c.path for c in train], data.sample_rate, data.seconds, data.on_error, progress)

@@ -16,8 +16,8 @@ import csv
 import json
 import logging
 import zlib
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import soundfile as sf
 
 from coopasd.config.settings import SAMPLE_RATE
 from coopasd.data.layout import GROUND_TRUTH_DOMAIN_DIR, GROUND_TRUTH_LABEL_DIR, ground_truth_paths
+from coopasd.data.units import unit_key, unit_sections, voice_unit
 from coopasd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,12 @@ class SynthConfig:
     test_per_domain: int = 100  # test clips per domain, half normal, half anomalous
     difficulty: float = 0.5  # 0 = loud anomalies ... 1 = barely audible
     hide_labels: bool = False  # eval form: test names section_00_NNNN.wav + ground-truth csvs
-    section: str = "00"  # DCASE section id
+    section: str = "00"  # DCASE section id (of the first unit)
+    units: int = 1  # units per machine type: sections section..section+units-1, each its own timbre
+    attributes: bool = True  # False: clips name no attributes (DCASE 2024 first-shot "noAttribute")
 
     def __post_init__(self) -> None:
+        unit_sections(self.section, self.units)
         unknown = [m for m in self.machines if m not in MACHINES]
         if unknown or not self.machines:
             raise ConfigError(f"unknown machine type(s) {unknown}; available: {', '.join(MACHINES)}")
@@ -331,23 +335,24 @@ def anomaly_strength(difficulty: float, rng: np.random.Generator) -> float:
 def render_clip(
     cfg: SynthConfig, machine: str, split: str, domain: str, label: str, index: int
 ) -> tuple[np.ndarray, Attrs, str | None]:
-    """One clip: waveform ``(samples,)`` float32 in [-1, 1], its attributes and anomaly kind."""
+    """One clip of unit ``cfg.section``: waveform ``(samples,)`` float32 in [-1, 1], its attributes
+    (none where ``cfg.attributes`` is off) and anomaly kind."""
     spec = MACHINES[machine]
-    rng = _clip_rng(cfg.seed, machine, split, domain, label, index)
+    rng = _clip_rng(cfg.seed, unit_key(machine, cfg.section), split, domain, label, index)
     options = spec.source_attrs if domain == "source" else spec.target_attrs
     attrs = {k: str(rng.choice(v)) for k, v in options.items()}
     kind = str(rng.choice(spec.anomalies)) if label == "anomaly" else None
     strength = anomaly_strength(cfg.difficulty, rng) * spec.anomaly_gain if kind else 0.0
     n = int(round(cfg.seconds * cfg.sample_rate))
     ctx = ClipContext(attrs, rng, n, cfg.sample_rate, kind, strength)
-    machine_sound = _unit(spec.render(ctx))
+    machine_sound = _unit(voice_unit(spec.render(ctx), cfg.sample_rate, cfg.seed, machine, cfg.section))
     slope, level = _BACKGROUND[domain]
     background = shaped_noise(ctx, 20, cfg.sample_rate / 2, slope) * level * ctx.jitter(1.0, 0.3)
     wave = (machine_sound + background) * 0.1 * 10 ** (rng.uniform(-2, 2) / 20)
     peak = float(np.abs(wave).max())
     if peak > 0.99:
         wave *= 0.99 / peak
-    return wave.astype(np.float32), attrs, kind
+    return wave.astype(np.float32), attrs if cfg.attributes else {}, kind
 
 
 # ---------------------------------------------------------------- writing a tree
@@ -383,7 +388,10 @@ def generate(cfg: SynthConfig, out: Path, progress: Callable[[int], None] | None
         raise ConfigError(f"{out}: output directory is not empty; choose a new one")
     counts: dict[str, dict[str, int]] = {}
     for machine in cfg.machines:
-        counts[machine] = _write_machine(cfg, machine, out, progress)
+        counts[machine] = add_counts(
+            _write_machine(replace(cfg, section=s), machine, out, progress)
+            for s in unit_sections(cfg.section, cfg.units)
+        )
     manifest = {"generator": "coopasd.data.synth", "config": asdict(cfg), "counts": counts}
     (out / "synth.json").write_text(json.dumps(manifest, indent=2))
     kinds = {m: list(MACHINES[m].anomalies) for m in cfg.machines}
@@ -418,7 +426,7 @@ def write_machine_tree(
     truth: list[tuple[str, int, int]] = []
     for split, domain, label, index in plan:
         wave, attrs = render(split, domain, label, index)
-        attr_part = "_".join(f"{k}_{v}" for k, v in attrs.items())
+        attr_part = "_".join(f"{k}_{v}" for k, v in attrs.items()) or "noAttribute"
         name = f"section_{section}_{domain}_{split}_{label}_{index:04d}_{attr_part}.wav"
         if split == "test" and order is not None:
             name = f"section_{section}_{int(next(order)):04d}.wav"
@@ -442,9 +450,17 @@ def write_machine_tree(
     return {"train": n_train, "test": len(plan) - n_train}
 
 
+def add_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Clip counts of several units of one machine type, added up."""
+    total: dict[str, int] = {}
+    for c in counts:
+        total = {k: total.get(k, 0) + v for k, v in c.items()}
+    return total
+
+
 def _write_machine(cfg: SynthConfig, machine: str, out: Path, progress) -> dict[str, int]:
     plan = _plan(cfg)
-    hidden_order = _clip_rng(cfg.seed, machine, "test", "order", "hidden", 0).permutation(
+    hidden_order = _clip_rng(cfg.seed, unit_key(machine, cfg.section), "test", "order", "hidden", 0).permutation(
         sum(1 for p in plan if p[0] == "test")
     )
 
@@ -457,7 +473,7 @@ def _write_machine(cfg: SynthConfig, machine: str, out: Path, progress) -> dict[
 
 
 def clip_count(cfg: SynthConfig) -> int:
-    return len(cfg.machines) * len(_plan(cfg))
+    return len(cfg.machines) * cfg.units * len(_plan(cfg))
 
 
 __all__ = [

@@ -28,14 +28,15 @@ import logging
 import re
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 from scipy import signal
 
-from coopasd.data.synth import SynthSummary, clip_plan, write_machine_tree
+from coopasd.data.synth import SynthSummary, add_counts, clip_plan, write_machine_tree
+from coopasd.data.units import unit_key, unit_sections, voice_unit
 from coopasd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class UnseenPlantConfig:
     train_target: int = 10  # normal target-domain training clips per machine
     test_per_domain: int = 100  # test clips per domain, half normal, half anomalous
     hide_labels: bool = False  # eval form: test names section_00_NNNN.wav + ground-truth csvs
-    section: str = "00"  # DCASE section id
+    section: str = "00"  # DCASE section id (of the first unit)
+    units: int = 1  # units per machine type: sections section..section+units-1, each its own timbre
+    attributes: bool = True  # False: clips name no attributes (DCASE 2024 first-shot "noAttribute")
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.machines if m not in UNSEEN_MACHINES]
@@ -80,6 +83,7 @@ class UnseenPlantConfig:
             raise ConfigError(f"test_per_domain must be >= 2 (one normal, one anomalous), got {self.test_per_domain}")
         if not re.fullmatch(r"\d{2}", self.section):
             raise ConfigError(f"section must be two digits, got {self.section!r}")
+        unit_sections(self.section, self.units)
 
 
 @dataclass(frozen=True)
@@ -596,7 +600,7 @@ def render_unseen_clip(
 ) -> tuple[np.ndarray, Attrs, str | None]:
     """One clip as recorded: waveform ``(samples,)`` float32 in [-1, 1], its attributes and fault kind."""
     spec, setup = UNSEEN_MACHINES[machine], RECORDING_SETUPS[domain]
-    pick, sound, room = _clip_seeds(cfg.seed, machine, split, domain, label, index)
+    pick, sound, room = _clip_seeds(cfg.seed, unit_key(machine, cfg.section), split, domain, label, index)
     options = spec.source_attrs if domain == "source" else spec.target_attrs
     attrs = {key: str(pick.choice(values)) for key, values in options}
     fault = str(pick.choice(spec.faults)) if label == "anomaly" else None
@@ -605,14 +609,16 @@ def render_unseen_clip(
     rt60 = room.uniform(*setup.rt60_s)
     ir = _room_response(room, sr, room.uniform(*setup.distance_m), rt60)
     pre_roll = len(ir)  # the room is in steady state when the clip starts
-    dry = spec.model(Take(attrs, sound, n + pre_roll, sr, fault, severity))
+    dry = voice_unit(
+        spec.model(Take(attrs, sound, n + pre_roll, sr, fault, severity)), sr, cfg.seed, machine, cfg.section
+    )
     wet = signal.fftconvolve(dry / _rms(dry), ir)[pre_roll : pre_roll + n]
     env = Take({}, room, n, sr, None, 0.0)
     noise = _background(env, setup.bed) * 10 ** (-room.uniform(*setup.snr_db) / 20) + _events(
         env, setup.events_per_s, setup.event_db
     )
     heard = _microphone(room, wet + noise, sr, setup)
-    return _level(room, heard, sr, setup.agc).astype(np.float32), attrs, fault
+    return _level(room, heard, sr, setup.agc).astype(np.float32), attrs if cfg.attributes else {}, fault
 
 
 # ---------------------------------------------------------------- writing a tree
@@ -622,7 +628,7 @@ def _plan(cfg: UnseenPlantConfig) -> list[tuple[str, str, str, int]]:
 
 def unseen_clip_count(cfg: UnseenPlantConfig) -> int:
     """How many clips :func:`generate_unseen_plant` writes for ``cfg``."""
-    return len(cfg.machines) * len(_plan(cfg))
+    return len(cfg.machines) * cfg.units * len(_plan(cfg))
 
 
 def generate_unseen_plant(
@@ -632,7 +638,11 @@ def generate_unseen_plant(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: output directory is not empty; choose a new one")
-    counts = {machine: _write_machine(cfg, machine, out, progress) for machine in cfg.machines}
+    sections = unit_sections(cfg.section, cfg.units)
+    counts = {
+        machine: add_counts(_write_machine(replace(cfg, section=s), machine, out, progress) for s in sections)
+        for machine in cfg.machines
+    }
     manifest = {"generator": "coopasd.data.unseen_plant", "config": asdict(cfg), "counts": counts}
     (out / "unseen_plant.json").write_text(json.dumps(manifest, indent=2))
     log.debug("unseen plant written to %s: %s", out, counts)
@@ -644,7 +654,8 @@ def _write_machine(
 ) -> dict[str, int]:
     plan = _plan(cfg)
     n_test = sum(1 for p in plan if p[0] == "test")
-    hidden = np.random.default_rng([cfg.seed, zlib.crc32(f"unseen-plant/{machine}/hidden-order".encode())])
+    unit = unit_key(machine, cfg.section)
+    hidden = np.random.default_rng([cfg.seed, zlib.crc32(f"unseen-plant/{unit}/hidden-order".encode())])
     order = hidden.permutation(n_test) if cfg.hide_labels else None
 
     def render(split: str, domain: str, label: str, index: int) -> tuple[np.ndarray, dict[str, str]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coopasd.dcase.evaluation import ScoredRun, SectionScores
-from coopasd.dcase.metrics import summarize
+from coopasd.dcase.metrics import harmonic_mean, summarize
 from coopasd.detect.detectors import FactoryModel
 from coopasd.errors import MetricsError
 
@@ -58,12 +58,14 @@ class ModeResult:
         thresholds = {
             f"{s.machine_type}/{s.section}": float(s.threshold) for s in self.run.sections if np.isfinite(s.threshold)
         }
+        units = {m.name: sorted(m.detectors) for m in self.models}  # each factory's "machine/section" units
         weights = {  # [detect] member_weights = "validated": each section's member weights
             key: dict(det.weights) for m in self.models for key, det in m.detectors.items() if det.weights is not None
         }
         return (
             summarize(sections)
             | {"skipped_clips": list(self.run.skipped), "mode": self.mode, "thresholds": thresholds}
+            | ({"factory_units": units} if units else {})
             | ({"member_weights": weights} if weights else {})
             | self.extra
         )
@@ -118,4 +120,30 @@ def compare_modes(modes: dict[str, dict]) -> dict:
         "federated_vs_centralized_percent": percent(fed["official_score"], cen["official_score"]),
         "federated_vs_local_points": 100 * (fed["official_score"] - loc["official_score"]),
         "differences": differences,
-    }
+    } | ({"factories": factory_gains(modes)} if "factory_units" in fed else {})
+
+
+def factory_score(summary: dict, units: list[str]) -> float:
+    """One factory's official score in a mode: the harmonic mean of AUC(source), AUC(target) and
+    pAUC over its own units (``machine/section``), from that mode's ``metrics.json`` summary."""
+    values = []
+    for unit in units:
+        machine, section = unit.rsplit("/", 1)
+        own = summary["machines"][machine]["sections"][section]
+        values += [own["auc_source"], own["auc_target"], own["pauc"]]
+    return harmonic_mean(values)
+
+
+def factory_gains(modes: dict[str, dict]) -> dict[str, dict]:
+    """What joining gave each factory: its units, its official score in every mode and
+    ``gain_points`` = 100 x (federated - its local-only model); ``vs_centralized_points`` likewise."""
+    out = {}
+    for name, units in modes["federated"]["factory_units"].items():
+        scores = {mode: factory_score(modes[mode], units) for mode in MODES}
+        out[name] = {
+            "units": list(units),
+            **scores,
+            "gain_points": 100 * (scores["federated"] - scores["local"]),
+            "vs_centralized_points": 100 * (scores["federated"] - scores["centralized"]),
+        }
+    return out

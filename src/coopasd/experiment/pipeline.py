@@ -24,7 +24,7 @@ from typing import Literal
 from coopasd.config.settings import RunConfig, detector_members
 from coopasd.data.dataset import FactoryData, clips_to_load, load_all
 from coopasd.data.layout import Clip, check_trainable, discover_clips
-from coopasd.data.partition import parse_factories
+from coopasd.data.partition import factories_of
 from coopasd.dcase.results import MODES, Comparison, ModeResult
 from coopasd.experiment.baseline import run_baseline
 from coopasd.learn.participant import TrainedHead, finish, train_encoder, training_steps
@@ -76,7 +76,7 @@ def run_local(datas: Sequence[FactoryData], cfg: RunConfig, progress: Advance | 
 def _discover(data_dir: Path, cfg: RunConfig) -> tuple[list[Clip], list]:
     clips = discover_clips(data_dir)
     check_trainable(clips)
-    return clips, parse_factories(cfg.partition.factories, sorted({c.machine_type for c in clips}))
+    return clips, factories_of(cfg.partition.factories, ((c.machine_type, c.section) for c in clips))
 
 
 def preflight(cfg: RunConfig) -> None:

@@ -161,7 +161,10 @@ def settings_from_context(context: Context) -> ClientSettings:
     config = from_toml_text(text) if text else RunConfig()
     machines = str(node.get("machines", "")) or "+".join(list_machine_types(data_dir))
     name = str(node.get("factory", "")) or machines.replace("+", "-")
-    factory = parse_factories(f"{name}={machines}", machines.split("+"))[0]
+    members = machines.split("+")
+    factory = parse_factories(
+        f"{name}={machines}", [m.split("/")[0] for m in members], [m for m in members if "/" in m]
+    )[0]
     work_dir = Path(str(node.get("work-dir", data_dir.parent / "coopasd-work" / name)))
     return ClientSettings(config, data_dir, factory, work_dir)
 

@@ -14,7 +14,7 @@ from flwr.app import Context, Message
 
 from coopasd.config.settings import RunConfig, parse_drill
 from coopasd.data.layout import check_trainable, discover_clips
-from coopasd.data.partition import parse_factories
+from coopasd.data.partition import factories_of
 from coopasd.dcase.results import FactoryResult
 from coopasd.errors import CoopasdError, Interrupted
 from coopasd.federation.checkpoint import GlobalCheckpoint, completed_rounds, verify_local_states
@@ -92,7 +92,7 @@ def run_simulated(
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
     clips = discover_clips(data_dir)
     check_trainable(clips)
-    factories = parse_factories(cfg.partition.factories, sorted({c.machine_type for c in clips}))
+    factories = factories_of(cfg.partition.factories, ((c.machine_type, c.section) for c in clips))
     if len(factories) < cfg.federation.min_participants:
         raise CoopasdError(
             f"{len(factories)} factories but [federation] min_participants = {cfg.federation.min_participants}"

@@ -23,6 +23,7 @@ from coopasd.dcase.evaluation import SectionScores
 from coopasd.dcase.results import FactoryResult
 from coopasd.detect.detectors import FactoryModel, fit_detector, require_finite_scores, section_key
 from coopasd.detect.weighting import validated_weights
+from coopasd.learn.shared_classes import fix_centres, partition_classes, shared_labels
 from coopasd.learn.train import EpochStats, TrainingSet, make_head, steps_per_run, train_local
 from coopasd.model.embed import clip_features, frozen_encoders
 from coopasd.model.encoders import Encoder
@@ -70,13 +71,17 @@ def train_encoder(
 ) -> TrainedHead:
     """Train ``encoder`` in place on the pooled normal training clips of ``datas`` (one factory, or all)."""
     clips = [c for d in datas for c in d.train_clips]
-    labels, classes = class_labels(clips)
+    shared = cfg.train.class_table == "shared"  # all the partition's units, fixed centres (shared_classes.py)
+    classes = partition_classes(cfg.partition.factories) if shared else []
+    labels, classes = (shared_labels(clips, classes), classes) if shared else class_labels(clips)
     data = TrainingSet(
         np.concatenate([d.train_waves for d in datas]), labels, np.concatenate([d.is_target for d in datas])
     )
     head = make_head(encoder, len(classes), cfg.train, cfg.model.pooling)
     if head_state is not None:
         head.load_state_dict(head_state)
+    if shared:
+        fix_centres(head, cfg.train.seed)
     history = train_local(encoder, head, data, cfg.model, cfg.train, progress, global_params)
     return TrainedHead({k: v.detach().cpu() for k, v in head.state_dict().items()}, classes, history)
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from coopasd.config.settings import RunConfig, detector_members
-from coopasd.data.partition import parse_factories
+from coopasd.data.partition import factories_of
 from coopasd.errors import ConfigError
 
 METRIC_LABELS = {
@@ -218,12 +218,37 @@ def comparison_table(summary: Mapping) -> str:
     return table(header, rows, caption, total_rows=1)
 
 
+def factory_gain_table(summary: Mapping) -> str:
+    """What joining gave each factory: its units and official score per mode, and its gain in points
+    over its own local-only model ('' for comparisons that predate per-factory scores)."""
+    factories = summary.get("factories")
+    if not factories:
+        return ""
+    header = ["factory", "units", *(f"{MODE_NAMES[m]} (%)" for m in ("federated", "centralized", "local"))]
+    header += ["gain from joining (points vs its local-only model)", "federated vs centralized (points)"]
+    rows: list[list[Cell]] = []
+    for name, f in factories.items():
+        row: list[Cell] = [name, ", ".join(f["units"])]
+        row += [pct(f[m], f"factories/{name}/{m}") for m in ("federated", "centralized", "local")]
+        row += [
+            signed(f["gain_points"], f"factories/{name}/gain_points", "pt"),
+            signed(f["vs_centralized_points"], f"factories/{name}/vs_centralized_points", "pt"),
+        ]
+        rows.append(row)
+    caption = (
+        "A factory's score is the official score (harmonic mean of AUC source, AUC target and pAUC) over its own "
+        "units only. Gain from joining = its federated score - the score of the model it trains alone, in points."
+    )
+    return table(header, rows, caption)
+
+
 def factory_names(summary: Mapping, cfg: RunConfig | None) -> list[str]:
     """The factories of a run: the federated server's list, else the partition of its config."""
     if isinstance(summary.get("factories"), list):
         return [str(f) for f in summary["factories"]]
     try:
-        return [f.name for f in parse_factories(cfg.partition.factories if cfg else "", sorted(summary["machines"]))]
+        pairs = ((m, s) for m, v in summary["machines"].items() for s in v.get("sections", {"00": None}))
+        return [f.name for f in factories_of(cfg.partition.factories if cfg else "", pairs)]
     except ConfigError:
         return []
 
@@ -428,6 +453,9 @@ def comparison_page(
         "the plants). Local-only: each factory trains alone (what a factory gets without cooperation)."
     )
     body = ["<h2>Federated vs centralized vs local-only</h2>", comparison_table(summary)]
+    gains = factory_gain_table(summary)
+    if gains:
+        body += ["<h2>What joining gave each factory</h2>", gains]
     decisions = decisions_table(summary["modes"]["federated"]["machines"], prefix="modes/federated/")
     if decisions:
         body += ["<h2>Alarms of the federated model at its decision thresholds</h2>", decisions]

@@ -52,7 +52,8 @@ VS_LOCAL = "fed vs local (pt)"  # absolute difference, in percentage points
 def comparison_rows(modes: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """Per machine AUC(source), AUC(target), pAUC, hmean for each mode (in %), plus federated vs centralized
     (relative, in % of centralized) and federated vs local-only (absolute, in percentage points), as
-    :func:`coopasd.dcase.results.compare_modes` computes them."""
+    :func:`coopasd.dcase.results.compare_modes` computes them; then each factory's official score over its own
+    units, with its gain from joining (points vs its local-only model)."""
     compared = compare_modes(modes)
     header = ["machine", "metric", *MODES, VS_CENTRAL, VS_LOCAL]
 
@@ -70,6 +71,12 @@ def comparison_rows(modes: dict[str, dict]) -> tuple[list[str], list[list[str]]]
         "vs_local_points": compared["federated_vs_local_points"],
     }
     rows.append(row("all", "official", [modes[n]["official_score"] for n in MODES], overall))
+    for name, f in compared.get("factories", {}).items():  # what joining gave each factory (its own units)
+        gain = {
+            "vs_centralized_percent": 100 * (f["federated"] / f["centralized"] - 1),
+            "vs_local_points": f["gain_points"],
+        }
+        rows.append(row(f"factory {name}", "official, own units", [f[n] for n in MODES], gain))
     return header, rows
 
 
