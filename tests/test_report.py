@@ -220,8 +220,11 @@ def test_pages_show_the_json_numbers_in_a_browser(runs, tmp_path):
     dom = _check_page(_browser(compare / "report.html", tmp_path, "--dump-dom"), comparison)
     _check_comparison_columns(dom)
     srcs = {attrs["data-src"] for attrs, _ in dom.cells if "data-src" in attrs}
-    # 2 machines x 4 metrics x (3 modes + floor + 2 differences) + the totals row, + 4 domain rows x 4 alarm values
-    assert len(srcs) == 2 * 4 * 6 + 6 + 4 * 4
+    # 2 machines x 4 metrics x (3 modes + floor + 2 differences) + the totals row, + 4 domain rows x 4 alarm values,
+    # + what joining gave each of the 2 factories (3 modes + gain + vs centralized)
+    assert len(srcs) == 2 * 4 * 6 + 6 + 4 * 4 + 2 * 5
+    assert {f"factories/{f}/gain_points" for f in comparison["factories"]} <= srcs
+    assert len(comparison["factories"]) == 2
     assert {"floor/official_score", "differences/fan/pauc/vs_local_points", "federated_vs_centralized_percent"} <= srcs
     assert "modes/federated/machines/valve/sections/00/f1_target" in srcs
     for heading in ("Federated learning round by round", "ROC curves", "Score distributions", "Training loss"):
