@@ -169,6 +169,35 @@ def test_secagg_gives_the_server_only_the_weighted_mean(task_identity):
         assert values.std() > 1e8  # uniform over [0, 2^32): hidden (the encoded update alone: std ~4e3)
 
 
+class RefusingGrid(InProcessGrid):
+    """As a gateway whose body cap is below the masked vector: two factories' uploads get a 413."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for reply in super().send_and_receive(messages, timeout=timeout):
+            configs = reply.content.config_records.get(RECORD_KEY_CONFIGS) if reply.has_content() else None
+            if configs and Key.MASKED_PARAMETERS in configs and reply.metadata.src_node_id != NODES[0]:
+                self.uploaded = sum(len(b) for b in configs[Key.MASKED_PARAMETERS])
+                reply = Message(Error(0, "413 Request Entity Too Large"), reply_to=reply)
+            replies.append(reply)
+        return replies
+
+
+def test_a_halted_secagg_round_says_why_and_the_upload_size_a_gateway_must_admit(task_identity):
+    # Prepare: three factories, two of whose masked uploads are refused on the way
+    global_state, cfg = _state(0), PrivacyConfig(secure_aggregation=True)
+    grid = RefusingGrid(_secure_grid(_updates(0.01), cfg).handlers)
+    server = PrivacyServer(cfg, 3, grid, privacy.noise_generator(0))
+    # Execute
+    replies = server.send_and_receive(_train_messages(global_state))
+    # Assert: no aggregate, and the reason names SecAgg+ and a size at least that of one masked upload
+    assert replies == []
+    assert server.halted is not None and server.halted.startswith("SecAgg+ halted")
+    stated_mb = float(server.halted.split(" MB message")[0].rsplit(" ", 1)[1])
+    assert grid.uploaded / 1e6 <= stated_mb <= grid.uploaded / 1e6 + 0.2
+    assert "--max-body-mb" in server.halted
+
+
 def test_distributed_dp_noise_adds_up_to_the_central_noise(task_identity):
     # Prepare: updates longer than the clip, SecAgg+ with DP (each factory adds its noise share)
     global_state, updates = _state(0), _updates(0.05)

@@ -100,8 +100,9 @@ class Deployment:
 
 
 @contextmanager
-def deployment(work: Path, certs: Path, keys: Path) -> Iterator[Deployment]:
-    """Start the SuperLink (TLS, --enable-supernode-auth, 127.0.0.1) and the gateway; register ``keys``' factories."""
+def deployment(work: Path, certs: Path, keys: Path, max_body_mb: float = 8.0) -> Iterator[Deployment]:
+    """Start the SuperLink (TLS, --enable-supernode-auth, 127.0.0.1) and the gateway (bodies up to
+    ``max_body_mb``); register ``keys``' factories."""
     home = work / "flwr-home"
     home.mkdir(parents=True, exist_ok=True)
     link_port, gate_port = free_port(), free_port()
@@ -126,7 +127,7 @@ def deployment(work: Path, certs: Path, keys: Path) -> Iterator[Deployment]:
         gate = run.start(
             "gateway",
             [*COOPASD, "gateway", "--certs", str(certs), "--superlink", run.control]
-            + ["--host", "127.0.0.1", "--port", str(gate_port)],
+            + ["--host", "127.0.0.1", "--port", str(gate_port), "--max-body-mb", str(max_body_mb)],
         )
         _wait_port(link_port, link, work / "superlink.log")
         _wait_port(gate_port, gate, work / "gateway.log")

@@ -281,6 +281,7 @@ class PrivacyServer:
     grid: Grid
     generator: torch.Generator
     shares: int = 0  # the last round's n: factories asked, at least n_factories (noise shares, DP denominator)
+    halted: str | None = None  # why the last SecAgg+ exchange unmasked no sum (None: it did, or no SecAgg+)
 
     @classmethod
     def of(cls, config: RunConfig, n_factories: int, grid: Grid, seed: int | None = None) -> PrivacyServer | None:
@@ -293,10 +294,18 @@ class PrivacyServer:
 
     def send_and_receive(self, messages: Sequence[Message], timeout: float | None = None) -> list[Message]:
         """The round's training exchange (as ``Grid.send_and_receive``): plain, or through SecAgg+."""
-        self.shares = max(len(messages), self.n_factories)
+        self.shares, self.halted = max(len(messages), self.n_factories), None
         if not self.config.secure_aggregation:
             return list(self.grid.send_and_receive(messages, timeout=timeout))
-        return secure_exchange(self.grid, messages, self.config, self.shares, timeout)
+        replies = secure_exchange(self.grid, messages, self.config, self.shares, timeout)
+        if messages and not replies:
+            upload = secagg_upload_mb(messages[0].content["arrays"])
+            self.halted = (
+                f"SecAgg+ halted: too few factories completed it (each uploads its masked "
+                f"update as one {upload:.1f} MB message; a coopasd gateway needs --max-body-mb above that, "
+                "and a factory's log names the refusal)"
+            )
+        return replies
 
     def report(self, history: Sequence[Mapping]) -> dict:
         """The run's ``privacy`` record (:func:`privacy_report`)."""
@@ -356,6 +365,13 @@ def _legacy_collector(fitins: Mapping[int, object]):
             return results[0][1].parameters, {}
 
     return Collector()
+
+
+def secagg_upload_mb(arrays: ArrayRecord) -> float:
+    """Megabytes of one factory's SecAgg+ upload: its masked update, 8 bytes a value, sent as one object
+    (flwr cuts arrays into chunks, not the masked vector), so a gateway's body cap must admit it."""
+    state = arrays.to_torch_state_dict()
+    return 8 * sum(state[k].numel() for k in float_keys(state)) / 1e6 + 0.1
 
 
 def secure_exchange(

@@ -30,7 +30,7 @@ from coopasd.dcase.metrics import harmonic_mean, summarize
 from coopasd.errors import CoopasdError
 from coopasd.federation.checkpoint import GlobalCheckpoint, params_hash
 from coopasd.federation.identity import Identities
-from coopasd.federation.privacy import PrivacyServer
+from coopasd.federation.privacy import PrivacyServer, secagg_upload_mb
 from coopasd.federation.records import (
     EvaluateReply,
     evaluate_content,
@@ -177,6 +177,12 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         grid = StoppableGrid(grid, settings.stop)  # type: ignore[assignment]
     private = PrivacyServer.of(cfg, settings.n_factories, grid)  # [privacy]: None = plain exchange (privacy.py)
     arrays = to_record(encoder, keys)
+    if cfg.privacy.secure_aggregation:
+        log.info(
+            "SecAgg+: each factory uploads its masked update as one %.1f MB message "
+            "(a coopasd gateway in front of the SuperLink needs --max-body-mb above that)",
+            secagg_upload_mb(arrays),
+        )
     identities = Identities()  # node -> factory, bound at first contact: no reply speaks for another factory
     start_round, history = 1, []
     if settings.resume:
@@ -211,7 +217,9 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         }
         _merge_rejected(entry, impostors, "identity")
         _merge_rejected(entry, screened.rejected, "update")
-        if len(good) < fed.min_participants:
+        if private and private.halted:
+            entry["not_aggregated"] = private.halted
+        elif len(good) < fed.min_participants:
             entry["not_aggregated"] = (
                 f"only {len(good)} of {len(messages)} factories sent a valid update (minimum {fed.min_participants})"
             )
