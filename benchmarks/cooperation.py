@@ -107,7 +107,11 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
     for item in items:
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = json.loads(value) if value[:1] in '0123456789-[{tf"' else value
+        try:  # numbers, true/false, lists and quoted strings as JSON; any other text as itself ("fedavg")
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(section, {})[name] = parsed
     return out
 
 

@@ -164,12 +164,37 @@ def test_honest_factories_with_equal_values_lift_nothing(tmp_path, monkeypatch):
 def test_a_simulation_checks_the_servers_score_against_the_factories_score_files(caplog):
     from coopasd.experiment.pipeline import check_server_score
 
-    with caplog.at_level("WARNING", logger="coopasd.experiment.pipeline"):
+    with caplog.at_level("INFO", logger="coopasd.experiment.pipeline"):
         check_server_score(0.7483, {"official_score": 0.6904})
-        check_server_score(0.6904, {"official_score": 0.6904})  # an honest run: nothing to say
+        check_server_score(0.6904, {"official_score": 0.6904})  # an honest run: said to be checked
         check_server_score(None, {"official_score": 0.6904})  # report_metrics = "none": nothing to compare
-    lines = [r.getMessage() for r in caplog.records if r.name == "coopasd.experiment.pipeline"]
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "coopasd.experiment.pipeline"]
     assert lines == [
-        "the server's official score 74.83 (self-reported by the factories) differs from 69.04, computed from "
-        "their score files and the labels; the run's metrics use the latter"
+        (
+            "WARNING",
+            "the server's official score 74.83 (self-reported by the factories) differs from 69.04, computed from "
+            "their score files and the labels; the run's metrics use the latter",
+        ),
+        (
+            "INFO",
+            "checked: the server's official score 69.04 (self-reported by the factories) equals the one computed "
+            "from their score files and the labels",
+        ),
     ]
+
+
+def test_a_factory_that_lifts_the_score_is_named_once_a_run_and_in_every_round_record(caplog):
+    from coopasd.dcase.metrics import SectionMetrics
+    from coopasd.federation.records import EvaluateReply
+    from coopasd.federation.server_app import _lifts
+
+    def reply(name: str, value: float) -> EvaluateReply:
+        return EvaluateReply(name, [SectionMetrics(name, "00", value, value, value, 100, 50)])
+
+    replies = [reply("easy", 0.95), reply("hard", 0.6), reply("middle", 0.7)]
+    warned: set[str] = set()
+    with caplog.at_level("WARNING", logger="coopasd.federation.server_app"):
+        rounds = [_lifts(replies, 3 / (1 / 0.95 + 1 / 0.6 + 1 / 0.7), warned) for _ in range(3)]
+    assert all(set(r["official_score_lifted_by"]) == {"easy"} for r in rounds)  # every round's record names it
+    named = [m for m in caplog.messages if "lift the server's official score" in m]
+    assert len(named) == 1 and named[0].startswith("easy's self-reported metric values") and warned == {"easy"}

@@ -162,6 +162,12 @@ def check_server_score(server_score: float | None, summary: dict | None) -> None
             100 * server_score,
             100 * own,
         )
+    elif server_score is not None and own is not None:
+        log.info(
+            "checked: the server's official score %.2f (self-reported by the factories) equals the one computed "
+            "from their score files and the labels",
+            100 * own,
+        )
 
 
 def run_mode(mode: str, data_dir: Path, run_dir: Path, cfg: RunConfig, stage: Stage = no_progress, **federated):

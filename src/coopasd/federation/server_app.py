@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SELF_REPORTED = "self-reported by the factories (their own test clips), not verified by the server"
 LIFT_WARNING = 0.02  # a factory whose own values lift the server's score by more than this is named in the log
+# (once per run: the first round it happens; every round line and federation.json keep showing it)
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,17 @@ def _received(grid: Grid | PrivacyServer, messages: list[Message], settings: Ser
 
 
 def _evaluate(
-    grid: Grid, arrays: ArrayRecord, server_round: int, final: bool, settings: ServerSettings, identities: Identities
+    grid: Grid,
+    arrays: ArrayRecord,
+    server_round: int,
+    final: bool,
+    settings: ServerSettings,
+    identities: Identities,
+    warned: set[str],
 ) -> dict:
     """Ask every factory to score its own test clips; the summary of the valid metric values, the
-    factories that sent them and ``rejected`` ({factory: reason})."""
+    factories that sent them and ``rejected`` ({factory: reason}). ``warned``: the factories already
+    named in a lift warning this run (updated)."""
     started = time.perf_counter()
     messages = [
         Message(evaluate_content(arrays, server_round, final), dst_node_id=n, message_type=MessageType.EVALUATE)
@@ -107,7 +115,7 @@ def _evaluate(
         summary |= summarize(sections)
     score = _score(accepted)
     if score is not None:
-        summary |= {"official_score": score, "official_score_basis": SELF_REPORTED} | _lifts(accepted, score)
+        summary |= {"official_score": score, "official_score_basis": SELF_REPORTED} | _lifts(accepted, score, warned)
     return summary
 
 
@@ -120,15 +128,19 @@ def _score(replies: list[EvaluateReply]) -> float | None:
     return harmonic_mean(triples) if triples else None
 
 
-def _lifts(replies: list[EvaluateReply], score: float) -> dict:
+def _lifts(replies: list[EvaluateReply], score: float, warned: set[str]) -> dict:
     """What each factory's own values do to the score: the score without them, and the factories whose
-    values lift it by more than :data:`LIFT_WARNING` (logged: a lie would be one of those)."""
+    values lift it by more than :data:`LIFT_WARNING` (logged the first time, then added to ``warned``:
+    a lie would be one of those; so is an honest factory whose machines are simply easier)."""
     without = {r.factory: _score([o for o in replies if o is not r]) for r in replies} if len(replies) > 1 else {}
     lifted = {n: score - other for n, other in without.items() if other is not None and score - other > LIFT_WARNING}
     for name, lift in lifted.items():
+        if name in warned:
+            continue
+        warned.add(name)
         log.warning(
             "%s's self-reported metric values lift the server's official score by %.1f points (%.2f without them); "
-            "the server cannot verify them",
+            "the server cannot verify them (its round lines keep showing the lift)",
             name,
             100 * lift,
             100 * (score - lift),
@@ -184,6 +196,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
             secagg_upload_mb(arrays),
         )
     identities = Identities()  # node -> factory, bound at first contact: no reply speaks for another factory
+    warned: set[str] = set()  # factories already named in a lift warning
     start_round, history = 1, []
     if settings.resume:
         latest = ckpt_dir / "latest.pt"
@@ -239,7 +252,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         entry["seconds"] = time.perf_counter() - started
         reported = cfg.privacy.report_metrics != "none"
         if reported and fed.evaluate_every and server_round % fed.evaluate_every == 0 and server_round < fed.rounds:
-            _evaluated(entry, _evaluate(grid, arrays, server_round, False, settings, identities), "metrics")
+            _evaluated(entry, _evaluate(grid, arrays, server_round, False, settings, identities, warned), "metrics")
         history.append(entry)
         GlobalCheckpoint(
             server_round, arrays.to_torch_state_dict(), strategy_state(strategy), to_toml(cfg), history
@@ -253,7 +266,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         failed = {"rounds": history, "error": unaggregated}
         write_json(settings.run_dir / FEDERATION_FILE, failed)
         return failed
-    final = _evaluate(grid, arrays, fed.rounds, True, settings, identities)
+    final = _evaluate(grid, arrays, fed.rounds, True, settings, identities, warned)
     if history:
         _evaluated(history[-1], final, "final metrics")
         if settings.on_round:
