@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="section.key=value on top of the config")
     parser.add_argument("--tag", default="", help="name of this setting (results go to OUT/<family>/<scenario><tag>)")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a log file keeps the wide table whole
     machines = MACHINES[args.family]
     base = load_config(args.config)
     table = Table(title=f"cooperation on the {args.family} family: official score (%) and gain from joining")

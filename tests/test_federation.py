@@ -96,7 +96,7 @@ def test_corrupt_global_checkpoint_is_detected(tmp_path):
         GlobalCheckpoint.load(tmp_path / "latest.pt")
 
 
-def test_dropouts_do_not_stop_rounds_and_rejoiners_get_the_current_model(tmp_path, three_factories):
+def test_dropouts_do_not_stop_rounds_and_rejoiners_get_the_current_model(tmp_path, three_factories, capfd, caplog):
     from coopasd.federation.simulation import run_simulated
 
     # round 1: fan fails (2 of 3 answer: aggregated); round 2: fan and valve fail (1 < minimum 2:
@@ -109,7 +109,14 @@ def test_dropouts_do_not_stop_rounds_and_rejoiners_get_the_current_model(tmp_pat
         sockets.extend(listening(os.getpid()))
         reported.append(dict(entry))
 
-    result, factories = run_simulated(cfg, three_factories, tmp_path / "run", on_round=on_round)
+    with caplog.at_level("WARNING"):
+        result, factories = run_simulated(cfg, three_factories, tmp_path / "run", on_round=on_round)
+    # each failure is one line naming the factory and why; none of Flower's ~80-line Ray tracebacks
+    failed = [m for m in caplog.messages if "failed this round" in m]
+    assert len(failed) == 3 and all(m.endswith(": fault drill, dropping out of round " + m[-1]) for m in failed)
+    assert "factory 'valve' (node " in failed[-1] or "factory 'fan' (node " in failed[-1]  # bound after round 1
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.err + printed.out + "".join(caplog.messages)
     assert [e["round"] for e in reported] == [1, 2, 3]  # each round once, the last with the final score
     assert reported[-1]["official_score"] == result["official_score"]
     assert sockets and {host for host, _, _ in sockets} <= {"127.0.0.1", "::1"}, sockets

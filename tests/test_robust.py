@@ -399,3 +399,25 @@ def test_a_hostile_factory_is_rejected_every_round_and_no_reply_carries_more_tha
             assert all(k == "num-examples" or k.split("/")[0] == info["factory"] for k in metrics)
     leaked = sorted(s for s in secrets if any(s in text for text in strings))
     assert not leaked and all(".wav" not in text for text in strings)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        # the Simulation Engine: the ClientApp's exception inside a Ray traceback, with terminal colours
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()\x1b[39m "
+        '(pid=1)\n  File "client_app.py", line 113, in handle_train\nRuntimeError: {text}\n\nThe above exception '
+        "was the direct cause of the following exception:\n\nflwr.clientapp.client_app.ClientAppException: \n"
+        "Exception ClientAppException occurred. Message: {text}'>",
+        "<class 'RuntimeError'>:<'{text}'>",  # a SuperNode of the Deployment Engine
+        "{text}",
+    ],
+)
+def test_a_failed_factory_is_one_line_with_the_exceptions_own_text(reason):
+    from coopasd.federation.records import failed_node, failure_reason
+
+    text = "data/valve/train/section_00_x.wav: 0 samples"
+    assert failure_reason(reason.format(text=text)) == text
+    assert failure_reason("") == "no reason given" and len(failure_reason("x" * 5000)) == 300
+    msg = _reply(RecordDict(), node=7)
+    assert failed_node(msg, {7: "valve"}) == "factory 'valve' (node 7)" and failed_node(msg, {}) == "node 7"

@@ -16,7 +16,8 @@ The margin head is never shared: each factory's label space is its own.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -197,6 +198,31 @@ def claimed_name(msg: Message) -> str | None:
 def sender(msg: Message) -> str:
     """The factory name a reply carries, or ``node <id>`` where it carries none."""
     return claimed_name(msg) or f"node {msg.metadata.src_node_id}"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_WRAPPED = re.compile(r"<class '[^']*'>:<'(.*)'>", re.DOTALL)
+
+
+def failure_reason(reason: str, limit: int = 300) -> str:
+    """The one line of a failed node's error that says why: Flower's simulation wraps the ClientApp's
+    exception in a Ray traceback ending ``... Message: <the exception's own text>'>``; that text, else
+    the last non-empty line, without terminal colours, at most ``limit`` characters."""
+    text = _ANSI.sub("", reason).strip()
+    wrapped = _WRAPPED.fullmatch(text)  # Flower's "<class 'RuntimeError'>:<'the text'>"
+    if wrapped:
+        text = wrapped.group(1)
+    if "Message: " in text:
+        text = text.rsplit("Message: ", 1)[1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[-1] if lines else "no reason given"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def failed_node(msg: Message, names: Mapping[int, str]) -> str:
+    """``factory 'fan' (node 7)`` where the node is bound to a factory, else ``node 7``."""
+    node = msg.metadata.src_node_id
+    return f"factory '{names[node]}' (node {node})" if node in names else f"node {node}"
 
 
 def _check_records(msg: Message, arrays: set[str], metrics: set[str], configs: set[str]) -> None:

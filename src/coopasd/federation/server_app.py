@@ -106,7 +106,7 @@ def _evaluate(
         "personalize it, " if final and settings.config.federation.personalize_epochs else "",
     )
     replies, impostors = identities.check(_received(grid, messages, settings))
-    accepted, rejected = screen_evaluate(replies, settings.config.privacy.report_metrics)
+    accepted, rejected = screen_evaluate(replies, settings.config.privacy.report_metrics, identities.by_node)
     rejected |= impostors
     summary: dict = {"factories": [r.factory for r in accepted], "rejected": rejected}
     summary["seconds"] = time.perf_counter() - started
@@ -214,7 +214,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
         config = train_config(fed.lr_decay ** (server_round - 1))
         messages = list(strategy.configure_train(server_round, arrays, config, grid))
         replies, impostors = identities.check(_received(private or grid, messages, settings))
-        screened = screen_train(replies, arrays.to_torch_state_dict(), fed)
+        screened = screen_train(replies, arrays.to_torch_state_dict(), fed, identities.by_node)
         good = sorted(screened.accepted, key=factory_of)  # fixed order: reproducible sums
         entry: dict = {
             "round": server_round,

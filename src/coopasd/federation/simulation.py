@@ -38,13 +38,32 @@ class RunSimulationNotice(logging.Filter):
 RUN_SIMULATION_NOTICE = RunSimulationNotice()
 
 
+class FactoryTracebacks(logging.Filter):
+    """Drops the simulated fleet's three ERROR records per failed factory task (a notice, the Ray-wrapped
+    exception and its traceback, about 80 lines): the failure reaches the server as an error reply, and
+    the server logs it as one line naming the factory and the exception's own text
+    (:func:`coopasd.federation.records.failure_reason`). Kept when the run logs at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        vce = f"{os.sep}fleet{os.sep}vce{os.sep}"  # flwr.server.superlink.fleet.vce: the Simulation Engine's fleet
+        return not (record.levelno >= logging.ERROR and vce in record.pathname)
+
+
+FACTORY_TRACEBACKS = FactoryTracebacks()
+
+
 def _quiet_flower() -> None:
     """Importing flwr sets its logger to DEBUG; keep its per-round INFO chatter out unless we log debug,
-    and the ``run_simulation`` deprecation notice out always."""
+    the ``run_simulation`` deprecation notice out always, and a failed factory's tracebacks out unless
+    we log debug (the server says in one line which factory failed and why)."""
     debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     flower = logging.getLogger("flwr")
     flower.setLevel(logging.DEBUG if debug else logging.WARNING)
     flower.addFilter(RUN_SIMULATION_NOTICE)  # a no-op when it is already there
+    if debug:
+        flower.removeFilter(FACTORY_TRACEBACKS)
+    else:
+        flower.addFilter(FACTORY_TRACEBACKS)
 
 
 def confine_ray() -> dict[str, str]:

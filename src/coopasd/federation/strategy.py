@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +44,8 @@ from coopasd.federation.records import (
     EvaluateReply,
     MalformedReply,
     ReportMetrics,
+    failed_node,
+    failure_reason,
     sender,
     unpack_evaluate_reply,
     unpack_train_reply,
@@ -215,13 +217,19 @@ def _reject(rejected: dict[str, str], name: str, reason: str, what: str) -> None
     rejected[name] = reason
 
 
-def screen_train(replies: Iterable[Message], reference: dict[str, torch.Tensor], cfg: FederationConfig) -> Screened:
-    """Check every train reply against the protocol and the global model ``reference``; see the module doc."""
+def screen_train(
+    replies: Iterable[Message],
+    reference: dict[str, torch.Tensor],
+    cfg: FederationConfig,
+    names: Mapping[int, str] | None = None,
+) -> Screened:
+    """Check every train reply against the protocol and the global model ``reference``; see the module doc.
+    ``names``: node id -> factory, to name a node whose training failed (one line: why)."""
     out = Screened()
     candidates: dict[str, tuple[Message, dict[str, torch.Tensor]]] = {}
     for msg in replies:
         if msg.has_error():
-            log.warning("node %s failed this round: %s", msg.metadata.src_node_id, msg.error.reason)
+            log.warning("%s failed this round: %s", failed_node(msg, names or {}), failure_reason(msg.error.reason))
             continue
         name = sender(msg)
         try:
@@ -276,13 +284,16 @@ def metric_problem(reply: EvaluateReply) -> str | None:
     return None
 
 
-def screen_evaluate(replies: Iterable[Message], report: ReportMetrics) -> tuple[list[EvaluateReply], dict[str, str]]:
-    """The evaluate replies whose structure and values are valid, and {factory: reason} for the others."""
+def screen_evaluate(
+    replies: Iterable[Message], report: ReportMetrics, names: Mapping[int, str] | None = None
+) -> tuple[list[EvaluateReply], dict[str, str]]:
+    """The evaluate replies whose structure and values are valid, and {factory: reason} for the others
+    (``names``: node id -> factory, to name a node that could not evaluate)."""
     accepted: dict[str, EvaluateReply] = {}
     rejected: dict[str, str] = {}
     for msg in replies:
         if msg.has_error():
-            log.warning("node %s could not evaluate: %s", msg.metadata.src_node_id, msg.error.reason)
+            log.warning("%s could not evaluate: %s", failed_node(msg, names or {}), failure_reason(msg.error.reason))
             continue
         name = sender(msg)
         try:
