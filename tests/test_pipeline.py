@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from coopasd.config.settings import DetectConfig, load_config
+from coopasd.config.settings import DetectConfig, RunConfig, load_config, with_overrides
 from coopasd.data.audio import load_many
 from coopasd.data.partition import parse_factories
 from coopasd.dcase.evaluation import read_score_file
@@ -124,3 +124,16 @@ def test_detector_members_are_validated():
         load_config(None, detect={"features": "learned+mfcc"})
     with pytest.raises(ConfigError, match="each once"):
         load_config(None, detect={"features": "logmel+logmel"})
+
+
+def test_a_random_start_is_announced_once_not_again_by_the_settings_check(caplog):
+    from coopasd.experiment.pipeline import preflight
+    from coopasd.model.encoders import initial_encoder
+
+    cfg = with_overrides(RunConfig(), "model", checkpoint="none")
+    with caplog.at_level("WARNING", logger="coopasd.model.checkpoint"):
+        preflight(cfg)  # before any clip is loaded: checks the settings, says nothing
+        initial_encoder(cfg.model)  # the run's own start
+    assert [r.getMessage() for r in caplog.records] == [
+        "encoder starts from random initialization of the 'tiny' preset (no checkpoint: expect near-chance features)"
+    ]

@@ -83,7 +83,7 @@ def preflight(cfg: RunConfig) -> None:
     """Settings that can only be checked here, before any clip is loaded: the device exists, and
     ``[model] layer`` / ``lora_rank`` fit the encoder (a ConfigError or CheckpointError naming them)."""
     pick_device(cfg.train.device)
-    initial_encoder(cfg.model, cfg.train.seed)
+    initial_encoder(cfg.model, cfg.train.seed, quiet=True)  # the run itself says where its encoder starts
     if _learns(cfg) and cfg.train.epochs == 0:
         log.info("[train] epochs = 0: no fine-tuning; the encoder is used as it starts")
 

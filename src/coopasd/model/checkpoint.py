@@ -210,8 +210,9 @@ def load_beats(path: Path | str) -> BEATs:
     return model.eval()
 
 
-def initial_encoder(cfg: ModelConfig, seed: int = 0) -> tuple[BEATs, str]:
-    """The starting encoder and a sentence saying where it came from (for the log and the report)."""
+def initial_encoder(cfg: ModelConfig, seed: int = 0, quiet: bool = False) -> tuple[BEATs, str]:
+    """The starting encoder and a sentence saying where it came from (for the log and the report;
+    a random start is logged as a warning unless ``quiet``: a settings check before the run)."""
     if cfg.checkpoint == "pretrained":
         if not DEFAULT_CHECKPOINT.exists():
             raise CheckpointError(f"{DEFAULT_CHECKPOINT}: the shipped pre-trained backbone is missing")
@@ -227,7 +228,7 @@ def initial_encoder(cfg: ModelConfig, seed: int = 0) -> tuple[BEATs, str]:
     else:
         encoder, origin = load_beats(Path(cfg.checkpoint)), f"checkpoint {cfg.checkpoint}"
     check_encoder_settings(encoder, cfg, f"[model] checkpoint = {cfg.checkpoint!r}")
-    if cfg.checkpoint in ("", "none"):
+    if cfg.checkpoint in ("", "none") and not quiet:
         log.warning("encoder starts from %s", origin)
     if cfg.lora_rank:
         encoder.add_lora(cfg.lora_rank)

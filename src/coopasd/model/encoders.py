@@ -13,12 +13,13 @@ from coopasd.model.checkpoint import initial_encoder as initial_beats
 Encoder = BEATs | AisfxEncoder
 
 
-def initial_encoder(cfg: ModelConfig, seed: int = 0) -> tuple[Encoder, str]:
-    """The starting encoder of ``[model]`` and a sentence saying where it came from (log, report)."""
+def initial_encoder(cfg: ModelConfig, seed: int = 0, quiet: bool = False) -> tuple[Encoder, str]:
+    """The starting encoder of ``[model]`` and a sentence saying where it came from (log, report;
+    ``quiet``: no warning about a random start, for a settings check before the run)."""
     if cfg.backbone == "aisfx":
         origin = f"shipped aiSFX CNN ({AISFX_WEIGHTS.name}), top {cfg.aisfx_train_blocks} block(s) trainable"
         return aisfx_encoder(cfg.aisfx_train_blocks), origin
-    return initial_beats(cfg, seed)
+    return initial_beats(cfg, seed, quiet)
 
 
 def encoder_for_file(cfg: ModelConfig, encoder_cfg: dict, meta: dict) -> Encoder:
