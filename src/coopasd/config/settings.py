@@ -177,7 +177,8 @@ class ModelConfig:
         )
 
 
-DETECTOR_MEMBERS = ("learned", "logmel", "aisfx")  # what a detector member's memory banks can hold
+# what a detector member's memory banks can hold; "ae": the frame autoencoder's reconstruction error
+DETECTOR_MEMBERS = ("learned", "logmel", "aisfx", "ae")
 FEATURE_ALIASES = {"fusion": ("learned", "logmel")}
 
 
@@ -197,7 +198,7 @@ def detector_members(features: str) -> tuple[str, ...]:
 class DetectConfig:
     """The kNN detector that scores clips (one source and one target memory bank per section)."""
 
-    features: str = "learned+aisfx+logmel"  # members joined by "+" (aisfx is frozen); "fusion" = learned+logmel
+    features: str = "learned+aisfx+logmel"  # members joined by "+" (aisfx frozen); "fusion" = learned+logmel
     metric: Literal["euclidean", "cosine"] = "euclidean"  # distance between learned embeddings
     standardize: bool = True  # z-score learned embeddings with the training clips' statistics first
     k: int = 1  # [neighbours] per memory bank
@@ -310,6 +311,11 @@ class RunConfig:
             )
         if self.federation.share == "lora" and self.model.lora_rank == 0:
             raise ConfigError("[federation] share = 'lora' needs LoRA adapters: set [model] lora_rank > 0 (e.g. 8)")
+        if "ae" in detector_members(self.detect.features) and self.train.epochs == 0:
+            raise ConfigError(
+                "[detect] features holds 'ae', the frame autoencoder, which learns from the normal clips: "
+                "[train] epochs = 0 would leave it untrained (set epochs >= 1 or drop the member)"
+            )
         rule, private = self.federation.aggregation, self.privacy.secure_aggregation or self.privacy.dp_clip > 0
         if private and rule != "mean":
             raise ConfigError(

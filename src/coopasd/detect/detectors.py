@@ -43,7 +43,7 @@ from coopasd.model.checkpoint import (
     read_checkpoint,
 )
 from coopasd.model.embed import AISFX_WEIGHTS, clip_features
-from coopasd.model.encoders import Encoder, encoder_for_file
+from coopasd.model.encoders import Encoder, encoder_for_file, wants_autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -486,11 +486,13 @@ def section_key(machine_type: str, section: str) -> str:
 
 def member_settings(name: str, cfg: DetectConfig) -> DetectConfig:
     """The ``learned`` member follows ``[detect]``; ``logmel`` is always z-scored Euclidean; ``aisfx``
-    (a frozen pre-trained embedding) cosine without z-scoring, as it was measured best."""
+    (a frozen pre-trained embedding) cosine without z-scoring, as it was measured best; ``ae`` Euclidean."""
     if name == "learned":
         return cfg
     if name == "aisfx":
         return dataclasses.replace(cfg, metric="cosine", standardize=False)
+    if name == "ae":  # one value per clip (its log reconstruction error): the distance is the difference
+        return dataclasses.replace(cfg, metric="euclidean", standardize=False)
     return dataclasses.replace(cfg, metric="euclidean", standardize=True)
 
 
@@ -615,14 +617,15 @@ class FactoryModel:
             raise CheckpointError(f"{path}: an encoder checkpoint, not a factory model (no detectors inside)")
         try:
             model_cfg = build(ModelConfig, meta.pop("model_cfg"), "model")
-            encoder = encoder_for_file(model_cfg, payload["cfg"], meta)
+            detect_cfg = build(DetectConfig, meta.pop("detect_cfg"), "detect")
+            encoder = encoder_for_file(model_cfg, payload["cfg"], meta, autoencoder=wants_autoencoder(detect_cfg))
             meta.pop("aisfx_weights_sha256", None)
             load_state_strict(encoder, payload["model"], path)
             model = cls(
                 name=str(meta.pop("factory")),
                 encoder=encoder.eval(),
                 model_cfg=model_cfg,
-                detect_cfg=build(DetectConfig, meta.pop("detect_cfg"), "detect"),
+                detect_cfg=detect_cfg,
                 data_cfg=build(DataConfig, meta.pop("data_cfg"), "data"),
                 detectors={k: FusedDetector.from_state(v) for k, v in meta.pop("detectors").items()},
                 classes=list(meta.pop("classes")),

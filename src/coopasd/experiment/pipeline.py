@@ -29,7 +29,7 @@ from coopasd.dcase.results import MODES, Comparison, ModeResult
 from coopasd.experiment.baseline import run_baseline
 from coopasd.learn.participant import TrainedHead, finish, train_encoder, training_steps
 from coopasd.model.embed import pick_device
-from coopasd.model.encoders import initial_encoder
+from coopasd.model.encoders import initial_encoder, wants_autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,13 @@ def _history(history: dict[str, list]) -> dict[str, list[dict]]:
 
 
 def _learns(cfg: RunConfig) -> bool:
-    return "learned" in detector_members(cfg.detect.features)
+    """Whether the run trains anything: the encoder (``learned`` member) or the frame autoencoder (``ae``)."""
+    return bool({"learned", "ae"} & set(detector_members(cfg.detect.features)))
 
 
 def run_centralized(datas: Sequence[FactoryData], cfg: RunConfig, progress: Advance | None = None) -> ModeResult:
     """One encoder trained on all factories' clips pooled (the upper reference)."""
-    encoder, origin = initial_encoder(cfg.model, cfg.train.seed)
+    encoder, origin = initial_encoder(cfg.model, cfg.train.seed, autoencoder=wants_autoencoder(cfg.detect))
     head = train_encoder(encoder, datas, cfg, progress) if _learns(cfg) else TrainedHead()
     factories = [finish(d, encoder, cfg, head, {"mode": "centralized"}) for d in datas]
     extra = {"training": _history({"all": head.history}), "encoder_start": origin}
@@ -63,7 +64,7 @@ def run_centralized(datas: Sequence[FactoryData], cfg: RunConfig, progress: Adva
 
 def run_local(datas: Sequence[FactoryData], cfg: RunConfig, progress: Advance | None = None) -> ModeResult:
     """Every factory trains its own copy of the same initial encoder on its own clips only."""
-    start, origin = initial_encoder(cfg.model, cfg.train.seed)
+    start, origin = initial_encoder(cfg.model, cfg.train.seed, autoencoder=wants_autoencoder(cfg.detect))
     factories, history = [], {}
     for d in datas:
         encoder = copy.deepcopy(start)
@@ -83,7 +84,8 @@ def preflight(cfg: RunConfig) -> None:
     """Settings that can only be checked here, before any clip is loaded: the device exists, and
     ``[model] layer`` / ``lora_rank`` fit the encoder (a ConfigError or CheckpointError naming them)."""
     pick_device(cfg.train.device)
-    initial_encoder(cfg.model, cfg.train.seed, quiet=True)  # the run itself says where its encoder starts
+    # the run itself says where its encoder starts
+    initial_encoder(cfg.model, cfg.train.seed, quiet=True, autoencoder=wants_autoencoder(cfg.detect))
     if _learns(cfg) and cfg.train.epochs == 0:
         log.info("[train] epochs = 0: no fine-tuning; the encoder is used as it starts")
 
@@ -186,7 +188,8 @@ def exchange_bytes(cfg: RunConfig) -> dict[str, int]:
     """Bytes of one model transfer (one way, one factory) when sharing the full encoder vs LoRA adapters."""
     from coopasd.federation.records import transfer_bytes
 
-    encoder, _ = initial_encoder(dataclasses.replace(cfg.model, lora_rank=0), cfg.train.seed)
+    model = dataclasses.replace(cfg.model, lora_rank=0)
+    encoder, _ = initial_encoder(model, cfg.train.seed, autoencoder=wants_autoencoder(cfg.detect))
     return transfer_bytes(encoder, cfg.model.lora_rank or 8)
 
 

@@ -39,7 +39,7 @@ from coopasd.federation.records import (
     train_request,
 )
 from coopasd.learn.participant import TrainedHead, evaluate_round, train_round
-from coopasd.model.encoders import Encoder, initial_encoder
+from coopasd.model.encoders import Encoder, initial_encoder, wants_autoencoder
 from coopasd.rundir.writer import write_factory_result
 
 # The run config keys of coopasd's Flower app (deploy/pyproject.toml [tool.flwr.app.config]).
@@ -61,7 +61,7 @@ def _encoder_for_round(
 ) -> tuple[Encoder, TrainedHead]:
     """Initial encoder + this factory's own parameters and head (last round it trained) + the global shared ones."""
     cfg = settings.config
-    encoder, _ = initial_encoder(cfg.model, cfg.train.seed)
+    encoder, _ = initial_encoder(cfg.model, cfg.train.seed, autoencoder=wants_autoencoder(cfg.detect))
     local = LocalState.latest(settings.work_dir, server_round)
     if local is not None:
         encoder.load_state_dict(local.local_params, strict=False)

@@ -10,7 +10,9 @@ What is shared is a choice (``[federation] share``):
 - ``encoder``: every encoder parameter and buffer;
 - ``no_norm``: all but the LayerNorm weights and biases, which stay local (FedBN-style);
 - ``lora``: only the LoRA adapters (the frozen backbone never travels).
-The margin head is never shared: each factory's label space is its own.
+The margin head is never shared: each factory's label space is its own. Neither is the frame
+autoencoder's input scaling (the ``ae`` member): it is the mean and spread of a factory's own log-mel
+frames, a statistic of its audio; its weights are shared as the encoder's are.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 from coopasd.dcase.evaluation import SectionScores
 from coopasd.dcase.metrics import SectionMetrics, harmonic_mean
 from coopasd.learn.train import EpochStats
+from coopasd.model.frame_autoencoder import is_local_statistic
 
 Share = Literal["encoder", "no_norm", "lora"]
 ReportMetrics = Literal["per_factory", "aggregate", "none"]
@@ -45,8 +48,9 @@ def _norm_keys(encoder: nn.Module) -> set[str]:
 
 
 def shared_keys(encoder: nn.Module, share: Share) -> list[str]:
-    """State-dict keys of ``encoder`` that the server aggregates, in state-dict order."""
-    keys = list(encoder.state_dict())
+    """State-dict keys of ``encoder`` that the server aggregates, in state-dict order (never the frame
+    autoencoder's input scaling: a factory's own log-mel statistics, which stay with it)."""
+    keys = [k for k in encoder.state_dict() if not is_local_statistic(k)]
     if share == "encoder":
         return keys
     if share == "no_norm":

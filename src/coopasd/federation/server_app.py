@@ -50,7 +50,7 @@ from coopasd.federation.strategy import (
     screen_train,
     strategy_state,
 )
-from coopasd.model.encoders import initial_encoder
+from coopasd.model.encoders import initial_encoder, wants_autoencoder
 from coopasd.rundir.writer import FEDERATION_FILE, write_json
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict:
     """
     cfg, fed = settings.config, settings.config.federation
     ckpt_dir = settings.run_dir / "checkpoints"
-    encoder, origin = initial_encoder(cfg.model, cfg.train.seed)
+    encoder, origin = initial_encoder(cfg.model, cfg.train.seed, autoencoder=wants_autoencoder(cfg.detect))
     keys = shared_keys(encoder, fed.share)
     strategy = make_strategy(fed, settings.n_factories)
     if settings.stop is not None:

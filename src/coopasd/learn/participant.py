@@ -23,10 +23,12 @@ from coopasd.dcase.evaluation import SectionScores
 from coopasd.dcase.results import FactoryResult
 from coopasd.detect.detectors import FactoryModel, fit_detector, require_finite_scores, section_key
 from coopasd.detect.weighting import validated_weights
+from coopasd.learn.autoencoder import train_frame_autoencoder
 from coopasd.learn.shared_classes import fix_centres, partition_classes, shared_labels
 from coopasd.learn.train import EpochStats, TrainingSet, make_head, steps_per_run, train_local
 from coopasd.model.embed import clip_features, frozen_encoders
 from coopasd.model.encoders import Encoder
+from coopasd.model.frame_autoencoder import carried_autoencoder
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -83,6 +85,9 @@ def train_encoder(
     if shared:
         fix_centres(head, cfg.train.seed)
     history = train_local(encoder, head, data, cfg.model, cfg.train, progress, global_params)
+    autoencoder = carried_autoencoder(encoder)
+    if autoencoder is not None:  # the ae member: the same clips, as many epochs
+        train_frame_autoencoder(autoencoder, data.waves, cfg.train.epochs, cfg.train.seed, cfg.train.device)
     return TrainedHead({k: v.detach().cpu() for k, v in head.state_dict().items()}, classes, history)
 
 

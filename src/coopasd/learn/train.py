@@ -25,6 +25,7 @@ from coopasd.model.aisfx_encoder import AisfxEncoder, crop_maps, mask_maps
 from coopasd.model.beats import Pooling
 from coopasd.model.embed import autocast, clip_embeddings, embedding_dim, pick_device, precision_scope
 from coopasd.model.encoders import Encoder
+from coopasd.model.frame_autoencoder import is_autoencoder_key
 from coopasd.model.heads import ArcFace
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ def train_local(
     if cfg.freeze_backbone:
         for name, p in encoder.named_parameters():
             p.requires_grad = ".lora_" in name
-    params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
+    own = [(n, p) for n, p in encoder.named_parameters() if not is_autoencoder_key(n)]  # the AE trains apart
+    params = [p for _, p in own if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(_epoch_indices(is_target, cfg.target_fraction, rng)) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -155,7 +157,7 @@ def train_local(
                     logits = head(emb, soft)
                     loss = -(soft * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
                 if anchors:
-                    prox = sum((p - anchors[n]).pow(2).sum() for n, p in encoder.named_parameters() if n in anchors)
+                    prox = sum((p - anchors[n]).pow(2).sum() for n, p in own if n in anchors)
                     loss = loss + 0.5 * cfg.proximal_mu * prox
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -21,6 +21,7 @@ from coopasd.model.aisfx import AisfxCNN, load_aisfx
 from coopasd.model.aisfx_encoder import AisfxEncoder
 from coopasd.model.beats import Pooling, pool
 from coopasd.model.encoders import Encoder
+from coopasd.model.frame_autoencoder import carried_autoencoder
 
 LOGMEL_BATCH = 64  # clips per batch when computing log-mel statistics
 FROZEN_MEMO_CLIPS = 200_000  # clip embeddings a frozen encoder remembers per process (512 floats each)
@@ -180,7 +181,8 @@ def clip_features(
 ) -> dict[str, np.ndarray]:
     """The feature sets the detector members of ``detect_cfg.features`` need, for ``(n, samples)`` waves,
     each ``(n, d)``: ``learned`` (pooled encoder layer), ``logmel`` (log-mel statistics), ``aisfx``
-    (the frozen encoder ``frozen["aisfx"]``, see :func:`frozen_encoders`)."""
+    (the frozen encoder ``frozen["aisfx"]``, see :func:`frozen_encoders`), ``ae`` (the log reconstruction
+    error of the frame autoencoder the encoder carries, ``(n, 1)``)."""
     out: dict[str, np.ndarray] = {}
     for member in detector_members(detect_cfg.features):
         if member == "learned":
@@ -191,6 +193,11 @@ def clip_features(
             )
         elif member == "logmel":
             out["logmel"] = logmel_features(waves)
+        elif member == "ae":
+            ae = carried_autoencoder(encoder)
+            if ae is None:
+                raise ValueError("the ae member needs an encoder that carries its frame autoencoder")
+            out["ae"] = ae.clip_features(waves)
         else:
             if not frozen or member not in frozen:
                 raise ValueError(f"the {member} member needs its frozen encoder (see frozen_encoders)")
