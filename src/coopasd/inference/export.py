@@ -7,7 +7,8 @@ leave-one-out scales, thresholds) of each machine type and section:
   section keys, thresholds, scales, the fbank settings). :mod:`coopasd.inference.plant_scorer` scores with it
   using only numpy and safetensors (no torch).
 - ``onnx``: the whole scoring graph of one section, ``waveform (batch, samples) -> score (batch,),
-  decision (batch,)``: Kaldi fbank, BEATs encoder, pooling, kNN distances to both banks, fusion
+  decision (batch,)``: Kaldi fbank, BEATs encoder, pooling (and the frozen members' networks and the frame
+  autoencoder, where the detector has them), kNN distances to both banks, fusion
   (the members' mean, or their weighted mean), threshold. One file per section.
 - ``torchscript``: the same scoring module, traced (``torch.jit.load`` + call). One file per section.
 
@@ -48,6 +49,7 @@ from coopasd.errors import CoopasdError
 from coopasd.model.aisfx import AisfxCNN
 from coopasd.model.backbone import offset_buckets
 from coopasd.model.beats import BEATs, pool
+from coopasd.model.frame_autoencoder import CONTEXT, FrameAutoencoder, carried_autoencoder, is_autoencoder_key
 
 Format = Literal["safetensors", "onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("safetensors", "onnx", "torchscript")
@@ -116,8 +118,12 @@ class SectionScorer(nn.Module):
             self.encoder = BEATs(model.encoder.cfg)
             if model.model_cfg.lora_rank:
                 self.encoder.add_lora(model.model_cfg.lora_rank)
-            self.encoder.load_state_dict(model.encoder.state_dict())
+            state = {k: v for k, v in model.encoder.state_dict().items() if not is_autoencoder_key(k)}
+            self.encoder.load_state_dict(state)
             self.encoder.eval().set_path("sdpa")  # portable kernels: traceable and exportable
+        self.frame_ae = None
+        if "ae" in det.members:
+            self.frame_ae = copy.deepcopy(_autoencoder(model)).eval()
         self.pooling = model.model_cfg.pooling
         self.layer = model.model_cfg.layer
         self.threshold = float(det.threshold)
@@ -130,6 +136,9 @@ class SectionScorer(nn.Module):
                 assert self.encoder is not None
                 features, mask = self.encoder.layer_features(waves, self.layer)
                 x = pool(features, self.encoder.freq_patches, self.pooling, mask)
+            elif name == "ae":
+                assert self.frame_ae is not None
+                x = self.frame_ae.log_errors(waves)
             elif name in self.frozen:
                 x = self.frozen[name](waves)
             else:
@@ -141,6 +150,27 @@ class SectionScorer(nn.Module):
         else:
             score = (stacked * torch.tensor(self.weights, dtype=stacked.dtype).unsqueeze(1)).sum(dim=0)
         return score, (score > self.threshold).to(torch.int64)
+
+
+def _autoencoder(model: FactoryModel) -> FrameAutoencoder:
+    ae = carried_autoencoder(model.encoder)
+    if ae is None:
+        raise ExportError(f"factory model '{model.name}': its detector has the 'ae' member but no frame autoencoder")
+    return ae
+
+
+def autoencoder_tensors(model: FactoryModel) -> tuple[dict[str, np.ndarray], dict]:
+    """The frame autoencoder for the numpy scorer: its tensors under ``ae.`` and its layers in order
+    (``linear`` / ``layer_norm`` / ``relu``, with their tensor names) for the metadata."""
+    ae = _autoencoder(model)
+    layers: list[list[str]] = []
+    for index, module in enumerate(ae.net):
+        kind = {nn.Linear: "linear", nn.LayerNorm: "layer_norm", nn.ReLU: "relu"}.get(type(module))
+        if kind is None:
+            raise ExportError(f"the numpy scorer has no {type(module).__name__} layer (frame autoencoder)")
+        layers.append([kind, f"ae.net.{index}"])
+    tensors = {f"ae.{k}": v.detach().float().numpy() for k, v in ae.state_dict().items() if k != "fitted"}
+    return tensors, {"context": CONTEXT, "layers": layers}
 
 
 def section_scorer(model: FactoryModel, key: str) -> SectionScorer:
@@ -186,6 +216,10 @@ def _section_meta(det: FusedDetector) -> dict:
     }
 
 
+def _has_autoencoder(model: FactoryModel) -> bool:
+    return any("ae" in det.members for det in model.detectors.values())
+
+
 def metadata(model: FactoryModel) -> dict:
     """What a scorer needs besides the tensors: configs, the audio a clip must be, every section's detector."""
     fbank = FbankConfig()
@@ -214,6 +248,7 @@ def metadata(model: FactoryModel) -> dict:
             "epsilon": float(torch.finfo(torch.float32).eps),
         },
         "frozen": _frozen_meta(model),
+        "frame_autoencoder": autoencoder_tensors(model)[1] if _has_autoencoder(model) else None,
         "sections": {key: _section_meta(det) for key, det in sorted(model.detectors.items())},
     }
 
@@ -249,7 +284,8 @@ def export_safetensors(model: FactoryModel) -> bytes:
     tensors: dict[str, np.ndarray] = {}
     buckets: np.ndarray | None = None
     if any("learned" in det.members for det in model.detectors.values()):
-        tensors |= {f"encoder.{k}": v.detach().float().numpy() for k, v in model.encoder.state_dict().items()}
+        state = model.encoder.state_dict().items()
+        tensors |= {f"encoder.{k}": v.detach().float().numpy() for k, v in state if not is_autoencoder_key(k)}
         enc = model.encoder.cfg
         if enc.relative_position_embedding:  # bucket of each key - query offset at the model's clip length
             samples = model.clip_length()
@@ -272,6 +308,8 @@ def export_safetensors(model: FactoryModel) -> bytes:
                     tensors[f"{prefix}.density_{bank}"] = densities.numpy()
     for name in sorted({n for det in model.detectors.values() for n in det.members if n in model.frozen}):
         tensors |= frozen_tensors(model.frozen[name], f"frozen.{name}")
+    if _has_autoencoder(model):
+        tensors |= autoencoder_tensors(model)[0]
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
     if buckets is not None:
         tensors["encoder.relative_position_buckets"] = buckets.astype(np.int64)

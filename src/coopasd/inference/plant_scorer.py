@@ -188,6 +188,26 @@ class PlantScorer:
                 out.append(x.mean(axis=0))
         return np.stack(out)
 
+    # ---- the frame autoencoder member ``ae`` (coopasd.model.frame_autoencoder)
+    def autoencoder_errors(self, waves: np.ndarray) -> np.ndarray:
+        """``(n, 1)``: log of each clip's mean squared reconstruction error over its windows of
+        ``context`` consecutive BEATs-normalized log-mel frames (z-scored with the autoencoder's scaling)."""
+        fb, ae = self.meta["fbank"], self.meta["frame_autoencoder"]
+        feats = (self.fbank(waves * fb["wave_scale"]) - fb["beats_mean"]) / (2 * fb["beats_std"])
+        count = feats.shape[1] - ae["context"] + 1
+        windows = np.concatenate([feats[:, i : i + count] for i in range(ae["context"])], axis=2)
+        z = (windows - self.t["ae.mean"]) / self.t["ae.std"]
+        x = z
+        for kind, name in ae["layers"]:
+            if kind == "linear":
+                x = self._linear(x, name)
+            elif kind == "layer_norm":
+                x = self._ln(x, name)
+            else:
+                x = np.maximum(x, 0.0)
+        errors = ((x - z) ** 2).mean(axis=2).mean(axis=1)
+        return np.log(np.maximum(errors, 1e-12))[:, None]
+
     # ---- frozen aiSFX member (float64 numpy of coopasd.model.aisfx.AisfxCNN, BatchNorm folded)
     def _resample(self, wave: np.ndarray, name: str) -> np.ndarray:
         """Polyphase Kaiser-sinc resampling of one clip to the member's model rate (zeros outside the clip)."""
@@ -271,7 +291,7 @@ class PlantScorer:
                 f"({audio['seconds']:g} s at {audio['sample_rate']} Hz); crop or tile them first"
             )
         sec = self.meta["sections"][section]
-        features = {"learned": self.learned, "logmel": self.logmel}
+        features = {"learned": self.learned, "logmel": self.logmel, "ae": self.autoencoder_errors}
         per_member = [
             self._member_score(
                 features[name](waves) if name in features else self.frozen_embedding(waves, name),
