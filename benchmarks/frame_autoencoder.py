@@ -68,23 +68,23 @@ def errors(ae: FrameAutoencoder, waves: np.ndarray) -> np.ndarray:
     return np.exp(ae.clip_features(waves)[:, 0])
 
 
-def frozen_scores(unit: UnitData) -> np.ndarray:
+FROZEN = DetectConfig(features="aisfx+logmel")  # the shipped frozen members
+
+
+def frozen_scores(unit: UnitData, frozen: dict) -> np.ndarray:
     """The shipped frozen members (aisfx + logmel kNN, leave-one-out normalized) fused, on the test clips."""
-    cfg = DetectConfig(features="aisfx+logmel")
-    frozen = frozen_encoders(cfg)
-    train = clip_features(None, unit.train_waves, ModelConfig(), cfg, frozen=frozen)
-    test = clip_features(None, unit.test_waves, ModelConfig(), cfg, frozen=frozen)
+    train = clip_features(None, unit.train_waves, ModelConfig(), FROZEN, frozen=frozen)
+    test = clip_features(None, unit.test_waves, ModelConfig(), FROZEN, frozen=frozen)
     is_target = np.array([c.domain == "target" for c in unit.train])
-    return fit_detector(train, is_target, cfg).score(test)
+    return fit_detector(train, is_target, FROZEN).score(test)
 
 
 def error_detector_scores(unit: UnitData, train_errors: np.ndarray, test_errors: np.ndarray) -> np.ndarray:
-    """The log reconstruction error as a one-value feature of the project's kNN detector (source and
-    target banks, leave-one-out normalized): how the error would enter the product's detector."""
+    """The product's ``ae`` member: the log reconstruction error as a one-value feature of the kNN detector
+    (source and target banks, leave-one-out normalized)."""
     is_target = np.array([c.domain == "target" for c in unit.train])
-    cfg = DetectConfig(features="logmel", standardize=False, metric="euclidean")
-    det = fit_detector({"logmel": np.log(train_errors)[:, None]}, is_target, cfg)
-    return det.score({"logmel": np.log(test_errors)[:, None]})
+    det = fit_detector({"ae": np.log(train_errors)[:, None]}, is_target, DetectConfig(features="ae"))
+    return det.score({"ae": np.log(test_errors)[:, None]})
 
 
 def submission_scores(folder: Path, unit: Unit, clips: list[Clip]) -> np.ndarray:
@@ -114,7 +114,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     units = load_plant(args.plant)
-    frozen = {k: frozen_scores(u) for k, u in units.items()}
+    encoders = frozen_encoders(FROZEN)
+    frozen = {k: frozen_scores(u, encoders) for k, u in units.items()}
     shipped = {k: submission_scores(args.ensemble, k, u.test) for k, u in units.items()} if args.ensemble else {}
     scorings: dict[str, Callable[[Unit, np.ndarray], np.ndarray]] = {
         "AE alone": lambda k, ae: ae,

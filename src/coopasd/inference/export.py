@@ -159,18 +159,16 @@ def _autoencoder(model: FactoryModel) -> FrameAutoencoder:
     return ae
 
 
-def autoencoder_tensors(model: FactoryModel) -> tuple[dict[str, np.ndarray], dict]:
-    """The frame autoencoder for the numpy scorer: its tensors under ``ae.`` and its layers in order
-    (``linear`` / ``layer_norm`` / ``relu``, with their tensor names) for the metadata."""
-    ae = _autoencoder(model)
+def autoencoder_meta(model: FactoryModel) -> dict:
+    """The frame autoencoder's layers in order for the numpy scorer (``linear`` / ``layer_norm`` / ``relu``,
+    with the names of their tensors, which :func:`export_safetensors` writes under ``ae.``)."""
     layers: list[list[str]] = []
-    for index, module in enumerate(ae.net):
+    for index, module in enumerate(_autoencoder(model).net):
         kind = {nn.Linear: "linear", nn.LayerNorm: "layer_norm", nn.ReLU: "relu"}.get(type(module))
         if kind is None:
             raise ExportError(f"the numpy scorer has no {type(module).__name__} layer (frame autoencoder)")
         layers.append([kind, f"ae.net.{index}"])
-    tensors = {f"ae.{k}": v.detach().float().numpy() for k, v in ae.state_dict().items() if k != "fitted"}
-    return tensors, {"context": CONTEXT, "layers": layers}
+    return {"context": CONTEXT, "layers": layers}
 
 
 def section_scorer(model: FactoryModel, key: str) -> SectionScorer:
@@ -248,7 +246,7 @@ def metadata(model: FactoryModel) -> dict:
             "epsilon": float(torch.finfo(torch.float32).eps),
         },
         "frozen": _frozen_meta(model),
-        "frame_autoencoder": autoencoder_tensors(model)[1] if _has_autoencoder(model) else None,
+        "frame_autoencoder": autoencoder_meta(model) if _has_autoencoder(model) else None,
         "sections": {key: _section_meta(det) for key, det in sorted(model.detectors.items())},
     }
 
@@ -309,7 +307,8 @@ def export_safetensors(model: FactoryModel) -> bytes:
     for name in sorted({n for det in model.detectors.values() for n in det.members if n in model.frozen}):
         tensors |= frozen_tensors(model.frozen[name], f"frozen.{name}")
     if _has_autoencoder(model):
-        tensors |= autoencoder_tensors(model)[0]
+        state = _autoencoder(model).state_dict().items()
+        tensors |= {f"ae.{k}": v.detach().float().numpy() for k, v in state if k != "fitted"}
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
     if buckets is not None:
         tensors["encoder.relative_position_buckets"] = buckets.astype(np.int64)

@@ -42,7 +42,7 @@ class FrameAutoencoder(nn.Module):
         self.net = nn.Sequential(*layers, nn.Linear(HIDDEN, dim))
         self.register_buffer("mean", torch.zeros(dim))  # input z-scoring, fitted on the first training clips
         self.register_buffer("std", torch.ones(dim))
-        self.register_buffer("fitted", torch.zeros(()))  # 1 once the scaling is fitted (federated: averaged)
+        self.register_buffer("fitted", torch.zeros(()))  # 1 once the scaling is fitted (it stays at the factory)
 
     def fit_scaling(self, windows: torch.Tensor) -> None:
         """Set the input z-scoring from ``(..., dim)`` normal windows, unless it is fitted already."""
@@ -113,13 +113,14 @@ def carried_autoencoder(encoder: nn.Module | None) -> FrameAutoencoder | None:
     return ae if isinstance(ae, FrameAutoencoder) else None
 
 
-LOCAL_STATISTICS = ("mean", "std", "fitted")  # its buffers that describe a factory's own frames
+# its buffers that describe a factory's own frames, as encoder state-dict keys
+LOCAL_STATISTICS = frozenset(f"{ATTRIBUTE}.{name}" for name in ("mean", "std", "fitted"))
 
 
 def is_local_statistic(key: str) -> bool:
     """Whether an encoder state-dict key is the frame autoencoder's input scaling, which never leaves the
     factory (like FedBN's local statistics: each factory z-scores its frames with its own)."""
-    return key in {f"{ATTRIBUTE}.{name}" for name in LOCAL_STATISTICS}
+    return key in LOCAL_STATISTICS
 
 
 def is_autoencoder_key(name: str) -> bool:
